@@ -1,0 +1,28 @@
+"""gpucnn: a CNN library whose layers run as raw CUDA kernels (through CuPy) or on NumPy.
+
+Pick a backend with ``GPUCNN_BACKEND=numpy|cuda|cuda-sim`` or ``gpucnn.set_backend(...)``.
+"""
+
+from . import init, nn, optim
+from .backend import (
+    available_backends,
+    backend_of,
+    cuda_is_available,
+    current_backend_name,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from .init import manual_seed
+from .models import LeNet5, LeNet5Classic
+from .nn import *  # noqa: F403
+from .nn import __all__ as _nn_all
+from .serialization import load, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LeNet5", "LeNet5Classic", "available_backends", "backend_of", "cuda_is_available",
+    "current_backend_name", "get_backend", "init", "load", "manual_seed", "nn", "optim", "save",
+    "set_backend", "use_backend", *_nn_all,
+]

@@ -1,0 +1,57 @@
+"""What every backend shares: its name, its array namespace and the host/device movers."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Backend:
+    """Base class. Subclasses implement every op of ``contract.OPS``."""
+
+    name: str = "abstract"
+    xp: ModuleType = np
+    #: the array type this backend computes on (``numpy.ndarray`` or ``cupy.ndarray``)
+    array_type: type = np.ndarray
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        return np.ascontiguousarray(np.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a)
+
+    def owns(self, a: Any) -> bool:
+        """True when ``a`` is an array this backend computes on."""
+        return isinstance(a, self.array_type)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the host)."""
+
+    def __repr__(self) -> str:
+        return f"<gpucnn backend {self.name!r}>"
+
+
+def dropout_threshold(p: float) -> int:
+    """Elements whose 24-bit hash is below this are dropped: P(drop) = p exactly to 2^-24."""
+    return int(round(p * (1 << 24)))
+
+
+def dropout_key(seed: int) -> int:
+    """Fold a 64-bit seed into the 32-bit key the mask hash starts from (host side, once)."""
+    seed &= (1 << 64) - 1
+    return hash32(hash32(seed & 0xFFFFFFFF) ^ (seed >> 32))
+
+
+def hash32(value: int) -> int:
+    """The integer hash (lowbias32) that ``kernels/dropout.cu`` uses, for one host int."""
+    x = value & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x

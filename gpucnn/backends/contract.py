@@ -1,0 +1,77 @@
+"""The backend contract: every op a backend must implement, with its shapes.
+
+Layers call only these ops (plus the array namespace ``backend.xp`` for glue such as
+reshapes and matmuls), so a new backend slots in by implementing this list. The test
+``tests/test_backend_contract.py`` checks that every registered backend class does.
+
+Conventions:
+- Arrays are NCHW and C-contiguous on return; ``real`` is float32 or float64.
+- ``stride`` and ``dilation`` are ``(sh, sw)``; ``padding`` is ``(top, bottom, left, right)``
+  so that asymmetric ``'same'`` padding for even kernels needs no special case.
+- Pooling ``kernel``/``stride``/``padding`` are ``(kh, kw)``, ``(sh, sw)``, ``(ph, pw)``.
+- Ops never modify their inputs unless the contract says "in place".
+"""
+
+from __future__ import annotations
+
+OPS: dict[str, str] = {
+    # convolution
+    "conv2d_forward": (
+        "(x, w, b|None, stride, padding, dilation, groups, relu=False) -> y; "
+        "x: (N, C, H, W), w: (K, C/groups, KH, KW), b: (K,) -> y: (N, K, OH, OW); "
+        "relu=True fuses max(y, 0) into the epilogue"
+    ),
+    "conv2d_backward": (
+        "(dy, x, w, stride, padding, dilation, groups, need_input_grad=True) -> (dx|None, dw, db); "
+        "dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/groups, KH, KW), db: (K,)"
+    ),
+    # pooling
+    "maxpool2d_forward": (
+        "(x, kernel, stride, padding, ceil_mode) -> (y, argmax); "
+        "x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW) index into the H*W plane"
+    ),
+    "maxpool2d_backward": "(dy, argmax, x_shape, kernel, stride, padding) -> dx: (N, C, H, W)",
+    "avgpool2d_forward": (
+        "(x, kernel, stride, padding, ceil_mode, count_include_pad) -> y; "
+        "x: (N, C, H, W) -> y: (N, C, OH, OW)"
+    ),
+    "avgpool2d_backward": (
+        "(dy, x_shape, kernel, stride, padding, ceil_mode, count_include_pad) -> dx: (N, C, H, W)"
+    ),
+    "lppool2d_forward": (
+        "(x, norm_type, kernel, stride, ceil_mode) -> y; x: (N, C, H, W) -> y: (N, C, OH, OW)"
+    ),
+    "lppool2d_backward": "(dy, x, y, norm_type, kernel, stride, ceil_mode) -> dx: (N, C, H, W)",
+    # activations (elementwise, any shape)
+    "relu_forward": "(x) -> y",
+    "relu_backward": "(dy, y) -> dx  (from the saved output, so the forward may run in place)",
+    "leaky_relu_forward": "(x, negative_slope) -> y",
+    "leaky_relu_backward": "(dy, x, negative_slope) -> dx",
+    "sigmoid_forward": "(x) -> y",
+    "sigmoid_backward": "(dy, y) -> dx",
+    "tanh_forward": "(x) -> y",
+    "tanh_backward": "(dy, y) -> dx",
+    "dropout_forward": (
+        "(x, p, seed) -> (y, mask); mask: uint8, same shape; the mask is a pure function of "
+        "(seed, flat index), identical on every backend"
+    ),
+    "dropout_backward": "(dy, mask, p) -> dx",
+    # loss
+    "softmax_cross_entropy": (
+        "(logits, labels) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
+        "loss: 0-d array (mean over N), dlogits: (N, K) = (softmax - onehot) / N"
+    ),
+    # optimizer updates (in place on param and state)
+    "sgd_update": "(param, grad, velocity|None, lr, momentum, weight_decay, nesterov) -> None",
+    "adam_update": (
+        "(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None"
+    ),
+    # host/device movement
+    "asarray": "(array_like, dtype=None) -> array on this backend",
+    "to_numpy": "(array) -> numpy.ndarray",
+}
+
+
+def missing_ops(backend_class: type) -> list[str]:
+    """Names of contract ops that ``backend_class`` does not implement."""
+    return [name for name in OPS if not callable(getattr(backend_class, name, None))]

@@ -1,0 +1,285 @@
+"""The NumPy backend: vectorised reference implementations of every contract op.
+
+No Python loop runs over pixels or batch elements; the only loops are over kernel
+offsets (at most KH*KW iterations), each a whole-tensor strided operation. These are
+also the references the CUDA kernels are tested against (see each ``kernels/*.cu``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .base import Backend, dropout_key, dropout_threshold
+from .shapes import conv_output_size, pool_output_size
+
+
+def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float) -> np.ndarray:
+    """Pad the last two axes; returns ``x`` itself when there is nothing to pad."""
+    if top == bottom == left == right == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                 oh: int, ow: int) -> np.ndarray:
+    """A read-only view (N, C, KH, KW, OH, OW) of every window of a padded input."""
+    s_n, s_c, s_h, s_w = xpad.strides
+    n, c = xpad.shape[:2]
+    return as_strided(xpad, shape=(n, c, kh, kw, oh, ow),
+                      strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+
+
+def _im2col(x, kh, kw, stride, padding, dilation, oh, ow) -> np.ndarray:
+    """x: (N, C, H, W) -> cols: (C*KH*KW, N*OH*OW), the one copy the convolution makes."""
+    pt, pb, pl, pr = padding
+    xpad = _pad(x, pt, pb, pl, pr, 0.0)
+    view = _window_view(xpad, kh, kw, *stride, *dilation, oh, ow)
+    n, c = x.shape[:2]
+    return view.transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * oh * ow)
+
+
+def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
+    """Sum window-shaped contributions back onto the input grid.
+
+    contrib(i, j) returns the (N, C, OH, OW) values that kernel offset (i, j) adds; the
+    loop runs over kernel offsets only, each a strided whole-tensor add.
+    """
+    n, c, h, w = dx_shape
+    dxpad = np.zeros((n, c, pad_h, pad_w), dtype=np.result_type(contrib(0, 0)))
+    for i in range(kh):
+        for j in range(kw):
+            values = contrib(i, j)
+            oh, ow = values.shape[-2:]
+            dxpad[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                  j * dw:j * dw + sw * (ow - 1) + 1:sw] += values
+    return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w])
+
+
+def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
+    """Output size and the padded extent that every window fits inside."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh = pool_output_size(h, kh, sh, ph, ceil_mode)
+    ow = pool_output_size(w, kw, sw, pw, ceil_mode)
+    bottom = max(0, (oh - 1) * sh + kh - ph - h)
+    right = max(0, (ow - 1) * sw + kw - pw - w)
+    return oh, ow, bottom, right
+
+
+def _avg_divisor(h, w, oh, ow, kernel, stride, padding, count_include_pad, dtype):
+    """PyTorch's divisor: the window clipped to input+padding, or to the input alone."""
+    def axis(size, out, k, s, p):
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, size + p)
+        full = end - start
+        inside = np.minimum(end, size) - np.maximum(start, 0)
+        return full, inside
+
+    full_h, in_h = axis(h, oh, kernel[0], stride[0], padding[0])
+    full_w, in_w = axis(w, ow, kernel[1], stride[1], padding[1])
+    if count_include_pad:
+        return np.outer(full_h, full_w).astype(dtype)
+    return np.outer(in_h, in_w).astype(dtype)
+
+
+def _hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 on a uint32 array (wrap-around multiply is what the kernel does too)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, seed: int) -> np.ndarray:
+    """uint8 keep-mask, a pure function of (seed, flat index): the reference for dropout.cu."""
+    count = int(np.prod(shape))
+    index = np.arange(count, dtype=np.uint64)
+    low = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    high = (index >> np.uint64(32)).astype(np.uint32)
+    h = _hash32(low ^ _hash32(high ^ np.uint32(dropout_key(seed))))
+    keep = (h >> np.uint32(8)) >= np.uint32(dropout_threshold(p))
+    return keep.astype(np.uint8).reshape(shape)
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+    array_type = np.ndarray
+
+    # ---------------------------------------------------------------- convolution
+    # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
+        n, c, h, wd = x.shape
+        k, cg, kh, kw = w.shape
+        oh = conv_output_size(h, kh, stride[0], padding[0], padding[1], dilation[0])
+        ow = conv_output_size(wd, kw, stride[1], padding[2], padding[3], dilation[1])
+        cols = _im2col(x, kh, kw, stride, padding, dilation, oh, ow)
+        r = cg * kh * kw
+        y = np.matmul(w.reshape(groups, k // groups, r), cols.reshape(groups, r, n * oh * ow))
+        y = y.reshape(k, n, oh, ow).transpose(1, 0, 2, 3)
+        y = np.ascontiguousarray(y)
+        if b is not None:
+            y += b.reshape(1, k, 1, 1)
+        if relu:
+            np.maximum(y, 0, out=y)
+        return y
+
+    # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+        n, c, h, wd = x.shape
+        k, cg, kh, kw = w.shape
+        oh, ow = dy.shape[2:]
+        r = cg * kh * kw
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(groups, k // groups, n * oh * ow)
+        cols = _im2col(x, kh, kw, stride, padding, dilation, oh, ow).reshape(groups, r, -1)
+        dw = np.matmul(dy_mat, cols.transpose(0, 2, 1)).reshape(w.shape)
+        db = dy.sum(axis=(0, 2, 3))
+        if not need_input_grad:
+            return None, dw, db
+        dcols = np.matmul(w.reshape(groups, k // groups, r).transpose(0, 2, 1), dy_mat)
+        dcols = dcols.reshape(c, kh, kw, n, oh, ow)
+        pt, pb, pl, pr = padding
+        dx = _spread_windows(lambda i, j: dcols[:, i, j].transpose(1, 0, 2, 3), x.shape,
+                             kh, kw, *stride, *dilation, pt, pl,
+                             max(h + pt + pb, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1),
+                             max(wd + pl + pr, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1))
+        return dx, dw, db
+
+    # ---------------------------------------------------------------- pooling
+    # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW)
+    def maxpool2d_forward(self, x, kernel, stride, padding, ceil_mode):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        oh, ow, bottom, right = _pool_geometry(h, w, kernel, stride, padding, ceil_mode)
+        xpad = _pad(x, ph, bottom, pw, right, -np.inf)
+        windows = _window_view(xpad, kh, kw, sh, sw, 1, 1, oh, ow)
+        flat = windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, oh, ow, kh * kw)
+        # np.argmax picks the first maximum and the first NaN, as maxpool2d.cu does
+        local = flat.argmax(axis=-1)
+        y = np.take_along_axis(flat, local[..., None], axis=-1)[..., 0]
+        rows = np.arange(oh).reshape(oh, 1) * sh - ph + local // kw
+        cols = np.arange(ow).reshape(1, ow) * sw - pw + local % kw
+        return np.ascontiguousarray(y), (rows * w + cols).astype(np.int32)
+
+    # dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W)
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding):
+        h, w = x_shape[2:]
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        oh, ow = dy.shape[2:]
+        zero = np.zeros((), dtype=dy.dtype)
+
+        def routed(i, j):
+            rows = np.arange(oh) * sh - ph + i
+            cols = np.arange(ow) * sw - pw + j
+            target = rows.reshape(oh, 1) * w + cols.reshape(1, ow)
+            # positions in the padding must not alias a real element of another row
+            valid = ((rows >= 0) & (rows < h)).reshape(oh, 1) & ((cols >= 0) & (cols < w))
+            return np.where((argmax == target) & valid, dy, zero)
+
+        return _spread_windows(routed, x_shape, kh, kw, sh, sw, 1, 1, ph, pw,
+                               max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
+
+    def avgpool2d_forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad):
+        n, c, h, w = x.shape
+        oh, ow, bottom, right = _pool_geometry(h, w, kernel, stride, padding, ceil_mode)
+        xpad = _pad(x, padding[0], bottom, padding[1], right, 0.0)
+        sums = _window_view(xpad, *kernel, *stride, 1, 1, oh, ow).sum(axis=(2, 3))
+        divisor = _avg_divisor(h, w, oh, ow, kernel, stride, padding, count_include_pad, x.dtype)
+        return np.ascontiguousarray(sums / divisor)
+
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding, ceil_mode, count_include_pad):
+        h, w = x_shape[2:]
+        oh, ow, bottom, right = _pool_geometry(h, w, kernel, stride, padding, ceil_mode)
+        share = dy / _avg_divisor(h, w, oh, ow, kernel, stride, padding, count_include_pad, dy.dtype)
+        return _spread_windows(lambda i, j: share, x_shape, *kernel, *stride, 1, 1,
+                               padding[0], padding[1], h + padding[0] + bottom, w + padding[1] + right)
+
+    # y = (sum x^p * KH*KW / count)^(1/p): PyTorch's LPPool2d, whose ceil-mode partial windows
+    # are scaled up to a full window's size.
+    def lppool2d_forward(self, x, norm_type, kernel, stride, ceil_mode):
+        mean = self.avgpool2d_forward(x ** norm_type, kernel, stride, (0, 0), ceil_mode, True)
+        return (mean * (kernel[0] * kernel[1])) ** (1.0 / norm_type)
+
+    def lppool2d_backward(self, dy, x, y, norm_type, kernel, stride, ceil_mode):
+        # dy/dx_i = KH*KW/count * x_i^(p-1) * y^(1-p); windows whose norm is 0 pass no gradient
+        safe_y = np.where(y > 0, y, 1)
+        outer = np.where(y > 0, dy * safe_y ** (1 - norm_type), 0) * (kernel[0] * kernel[1])
+        spread = self.avgpool2d_backward(outer, x.shape, kernel, stride, (0, 0), ceil_mode, True)
+        return spread * x ** (norm_type - 1)
+
+    # ---------------------------------------------------------------- activations
+    def relu_forward(self, x):
+        return np.maximum(x, 0)
+
+    def relu_backward(self, dy, y):
+        return np.where(y > 0, dy, np.zeros((), dy.dtype))
+
+    def leaky_relu_forward(self, x, negative_slope):
+        return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+    def leaky_relu_backward(self, dy, x, negative_slope):
+        return np.where(x > 0, dy, dy * dy.dtype.type(negative_slope))
+
+    def sigmoid_forward(self, x):
+        # the two-sided form never overflows exp()
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+    def sigmoid_backward(self, dy, y):
+        return dy * y * (1 - y)
+
+    def tanh_forward(self, x):
+        return np.tanh(x)
+
+    def tanh_backward(self, dy, y):
+        return dy * (1 - y * y)
+
+    def dropout_forward(self, x, p, seed):
+        mask = dropout_mask(x.shape, p, seed)
+        scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+        return x * mask * scale, mask
+
+    def dropout_backward(self, dy, mask, p):
+        scale = dy.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+        return dy * mask * scale
+
+    # ---------------------------------------------------------------- loss
+    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
+    def softmax_cross_entropy(self, logits, labels):
+        n = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
+        picked = shifted[rows, labels] - np.log(total[:, 0])
+        loss = -picked.sum() / n
+        grad = exp / total
+        grad[rows, labels] -= 1
+        grad /= n
+        return np.asarray(loss, dtype=logits.dtype), grad
+
+    # ---------------------------------------------------------------- optimizers
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+        g = grad + param * param.dtype.type(weight_decay) if weight_decay else grad
+        if velocity is not None:
+            velocity *= param.dtype.type(momentum)
+            velocity += g
+            g = g + velocity * param.dtype.type(momentum) if nesterov else velocity
+        param -= param.dtype.type(lr) * g
+
+    def adam_update(self, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        t = param.dtype.type
+        if weight_decay and decoupled:
+            param *= t(1 - lr * weight_decay)
+        g = grad + param * t(weight_decay) if weight_decay and not decoupled else grad
+        m *= t(beta1)
+        m += t(1 - beta1) * g
+        v *= t(beta2)
+        v += t(1 - beta2) * g * g
+        step_size = lr / (1 - beta1 ** step)
+        denom = np.sqrt(v) / t(np.sqrt(1 - beta2 ** step)) + t(eps)
+        param -= t(step_size) * m / denom

@@ -1,0 +1,71 @@
+"""Sequential and Concat (parallel branches joined on the channel axis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .module import Module
+
+
+class Sequential(Module):
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} must be a gpucnn Module, got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+        self.layers = list(layers)
+
+    def __getitem__(self, index: int) -> Module:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: Any) -> Any:
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+
+class Concat(Module):
+    """Runs every branch on the same input and concatenates their outputs on ``axis`` (channels):
+    the shape of an Inception block, e.g. 1x1, 1x1->3x3 and pool->1x1 branches side by side."""
+
+    def __init__(self, *branches: Module, axis: int = 1) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat: needs at least one branch")
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, Module):
+                raise TypeError(f"Concat: branch {i} must be a gpucnn Module, got {type(branch).__name__}")
+            setattr(self, str(i), branch)
+        self.branches = list(branches)
+        self.axis = axis
+
+    def forward(self, x: Any) -> Any:
+        outputs = [branch.forward(x) for branch in self.branches]
+        shapes = [tuple(o.shape) for o in outputs]
+        rest = {s[:self.axis] + s[self.axis + 1:] for s in shapes}
+        if len(rest) != 1:
+            raise ValueError(f"Concat: branch outputs must agree on every axis but {self.axis}, got {shapes}")
+        self._sizes = [s[self.axis] for s in shapes]
+        return self.backend.xp.concatenate(outputs, axis=self.axis)
+
+    def backward(self, dy: Any) -> Any:
+        xp = self.backend.xp
+        bounds = [sum(self._sizes[:i + 1]) for i in range(len(self._sizes) - 1)]
+        pieces = xp.split(dy, bounds, axis=self.axis)
+        dx = None
+        for branch, piece in zip(self.branches, pieces):
+            grad = branch.backward(xp.ascontiguousarray(piece))
+            dx = grad if dx is None else dx + grad
+        return dx
