@@ -1,0 +1,103 @@
+"""Train LeNet-5 on MNIST with gpucnn.
+
+    python examples/train_mnist.py                      # default backend, 10 epochs, modern LeNet-5
+    python examples/train_mnist.py --backend cuda-sim --limit 512 --epochs 1
+    python examples/train_mnist.py --model lenet5-classic --plot runs/classic.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+import gpucnn
+from gpucnn import optim
+from gpucnn.datasets import DatasetNotFoundError, load_mnist, normalize
+from gpucnn.models import MODELS
+from gpucnn.training import Trainer, evaluate
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=gpucnn.available_backends(), default=None,
+                   help="default: $GPUCNN_BACKEND, else cuda when a GPU is usable, else numpy")
+    p.add_argument("--model", choices=sorted(MODELS), default="lenet5")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="default: 0.05 for SGD, 0.001 for Adam/AdamW")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--shift", type=int, default=2, help="random-shift augmentation in pixels (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: search, then download)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--save", default=None, help="checkpoint path, written after every epoch")
+    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--plot", default=None, help="PNG path for curves; also writes confusion matrix and filters")
+    p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'gpucnn[examples]' (or pip install matplotlib)",
+                  file=sys.stderr)
+            return 2
+    backend = gpucnn.set_backend(args.backend) if args.backend else gpucnn.get_backend()
+    try:
+        data = load_mnist(args.data_dir)
+    except DatasetNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    train_x, train_y = data.train_images[:args.limit], data.train_labels[:args.limit]
+    test_x, test_y = data.test_images[:args.test_limit], data.test_labels[:args.test_limit]
+    model_class = MODELS[args.model]
+    pad = (model_class.input_shape[-1] - train_x.shape[-1]) // 2  # the classic net wants 32x32
+    prepare = partial(normalize, pad=pad)
+
+    gpucnn.manual_seed(args.seed)
+    model = model_class(rng=np.random.default_rng(args.seed))
+    if args.optimizer == "sgd":
+        optimizer = optim.SGD(model, lr=args.lr or 0.05, momentum=args.momentum, weight_decay=args.weight_decay,
+                              nesterov=args.momentum > 0)
+    else:
+        make = optim.Adam if args.optimizer == "adam" else optim.AdamW
+        optimizer = make(model, lr=args.lr or 1e-3, weight_decay=args.weight_decay)
+    schedule = optim.CosineLR(optimizer, total=args.epochs)
+    trainer = Trainer(model, optimizer, schedule, batch_size=args.batch_size, seed=args.seed,
+                      max_shift=args.shift, progress=not args.no_progress, checkpoint=args.save, prepare=prepare)
+    if args.resume:
+        trainer.resume(args.resume)
+        print(f"resumed from {args.resume} after epoch {trainer.epoch}")
+
+    print(f"gpucnn {gpucnn.__version__}: {args.model} ({model.num_parameters():,} parameters) on backend "
+          f"{backend.name!r}, {len(train_x):,} training / {len(test_x):,} test images")
+    started = time.perf_counter()
+    history = trainer.fit(train_x, train_y, test_x, test_y, args.epochs)
+    elapsed = time.perf_counter() - started
+    if history:
+        print(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {len(history)} epochs "
+              f"({elapsed:.1f} s this run)")
+    if args.plot:
+        from gpucnn import plots
+
+        _, _, predicted = evaluate(model, test_x, test_y, prepare=prepare)
+        for path in plots.write_all(args.plot, history, test_y, predicted, model, prepare(test_x[:1])):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""MNIST: read the IDX files, find or download them, verify them, and iterate mini-batches.
+
+Where ``load_mnist`` looks, in order: the ``data_dir`` argument; ``$GPUCNN_DATA_DIR``; the
+per-user cache (``$XDG_CACHE_HOME/gpucnn`` or ``~/.cache/gpucnn``); then it downloads into
+that cache from public mirrors. Each place may hold the files directly or in ``mnist/``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: SHA-256 of each decompressed file (the gzip bytes differ between mirrors)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+#: mean and standard deviation of the training images scaled to [0, 1]
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetError(ValueError):
+    """A data file is malformed or is not the file it claims to be."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set is nowhere local and could not be downloaded."""
+
+
+def _open_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with gzip's magic (whatever its name)."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: a damaged or truncated gzip file ({exc})") from exc
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode IDX: 2 zero bytes, a type code, the number of dimensions, big-endian int32 sizes, data."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DatasetError(f"{source}: wrong magic number {data[:4].hex() or '(empty)'}; an IDX file starts "
+                           f"with 0000 then a type code (08 for uint8) and the number of dimensions")
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{source}: truncated header ({len(data)} bytes, need {header})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise DatasetError(f"{source}: truncated or padded: header says shape {shape} ({expected} bytes in all), "
+                           f"file has {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file (gzipped or not); with ``sha256``, check the decompressed content."""
+    path = Path(path)
+    data = _open_bytes(path)
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise DatasetError(f"{path}: checksum mismatch: the decompressed content has SHA-256 {digest}, expected "
+                               f"{sha256}. The file is corrupt, truncated or a different file; delete it and "
+                               f"download it again")
+    return parse_idx(data, str(path))
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gpucnn"
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    for folder in (directory, directory / "mnist"):
+        for name in (stem + ".gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def search_paths(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The directories ``load_mnist`` looks in, in order."""
+    paths = []
+    if data_dir is not None:
+        paths.append(Path(data_dir))
+    if os.environ.get("GPUCNN_DATA_DIR"):
+        paths.append(Path(os.environ["GPUCNN_DATA_DIR"]))
+    paths.append(cache_dir())
+    return paths
+
+
+def locate_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, Path] | None:
+    """The first search path holding all four files, as {stem: path}; None if none does."""
+    for directory in search_paths(data_dir):
+        found = {stem: _find_file(directory, stem) for stem in MNIST_FILES}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    return None
+
+
+def _progress(total: int | None, desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+
+
+def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
+    """Fetch ``stem``.gz from the first mirror that serves a file with the right content."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    final = target_dir / (stem + ".gz")
+    errors = []
+    for mirror in mirrors:
+        url = mirror + stem + ".gz"
+        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{stem}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+                bar = _progress(int(response.headers.get("Content-Length") or 0) or None, stem)
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                if bar is not None:
+                    bar.close()
+            read_idx(tmp, MNIST_FILES[stem])
+            os.replace(tmp, final)
+            return final
+        except (urllib.error.URLError, OSError, TimeoutError, DatasetError) as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise DatasetNotFoundError("\n  ".join([f"could not download {stem}.gz:", *errors]))
+
+
+@dataclass
+class MNIST:
+    """The four arrays: images uint8 (N, 1, 28, 28), labels int64 (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, verify: bool = True,
+               mirrors: tuple[str, ...] = MNIST_MIRRORS) -> MNIST:
+    """Find (or download and cache), verify and read MNIST."""
+    found = locate_mnist(data_dir)
+    if found is None:
+        places = "\n  ".join(str(p) for p in search_paths(data_dir))
+        if not download:
+            raise DatasetNotFoundError(f"MNIST not found. Put the four files (e.g. train-images-idx3-ubyte.gz) in "
+                                       f"one of:\n  {places}\nor pass data_dir= / set GPUCNN_DATA_DIR")
+        target = cache_dir() / "mnist"
+        print(f"MNIST not found locally; downloading into {target}", file=sys.stderr)
+        try:
+            found = {stem: _download(stem, target, mirrors) for stem in MNIST_FILES}
+        except DatasetNotFoundError as exc:
+            raise DatasetNotFoundError(
+                f"MNIST not found and the download failed (offline?).\n{exc}\nPut the four files "
+                f"(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                f"t10k-labels-idx1-ubyte.gz) in one of:\n  {places}\nor pass data_dir= / set GPUCNN_DATA_DIR"
+            ) from None
+    arrays = {stem: read_idx(path, MNIST_FILES[stem] if verify else None) for stem, path in found.items()}
+    for kind in ("train", "t10k"):
+        images, labels = arrays[f"{kind}-images-idx3-ubyte"], arrays[f"{kind}-labels-idx1-ubyte"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(f"MNIST {kind}: images {images.shape} and labels {labels.shape} do not match")
+    return MNIST(arrays["train-images-idx3-ubyte"][:, None], arrays["train-labels-idx1-ubyte"].astype(np.int64),
+                 arrays["t10k-images-idx3-ubyte"][:, None], arrays["t10k-labels-idx1-ubyte"].astype(np.int64))
+
+
+def normalize(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD, pad: int = 0,
+              dtype: Any = np.float32) -> np.ndarray:
+    """uint8 (N, 1, H, W) -> float (N, 1, H+2*pad, W+2*pad), (x/255 - mean)/std; padding is background."""
+    x = (images.astype(dtype) / dtype(255) - dtype(mean)) / dtype(std)
+    if pad:
+        background = dtype(-mean / std)
+        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=background)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np) -> Any:
+    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift], filling with the
+    edge background; one gather for the whole batch, no loop over images."""
+    if max_shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
+    background = x.min()
+    padded = xp.full((n, c, h + 2 * max_shift, w + 2 * max_shift), background, dtype=x.dtype)
+    padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = x
+    rows = xp.asarray(np.arange(h)[None, :] + max_shift + offsets[:, :1])   # (N, H)
+    cols = xp.asarray(np.arange(w)[None, :] + max_shift + offsets[:, 1:])   # (N, W)
+    batch = xp.arange(n)[:, None, None]
+    return xp.stack([padded[batch, ch, rows[:, :, None], cols[:, None, :]] for ch in range(c)], axis=1)
+
+
+class BatchIterator:
+    """Shuffled mini-batches of (images, labels) on a backend.
+
+    With ``resident=True`` the whole set is copied to the backend once and batches are
+    gathered there (what a GPU wants); otherwise each batch is gathered on the host and moved.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, backend: Any,
+                 shuffle: bool = True, rng: np.random.Generator | None = None, drop_last: bool = False,
+                 resident: bool = False, max_shift: int = 0) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"BatchIterator: {len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"BatchIterator: batch_size must be >= 1, got {batch_size}")
+        self.backend, self.batch_size, self.shuffle = backend, int(batch_size), shuffle
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.drop_last, self.resident, self.max_shift = drop_last, resident, max_shift
+        self.images = backend.asarray(images) if resident else images
+        self.labels = backend.asarray(labels) if resident else labels
+        self.count = len(images)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.count, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        order = self.rng.permutation(self.count) if self.shuffle else np.arange(self.count)
+        xp = self.backend.xp if self.resident else np
+        if self.resident:
+            order = self.backend.asarray(order)
+        for start in range(0, self.count, self.batch_size):
+            index = order[start:start + self.batch_size]
+            if len(index) < self.batch_size and self.drop_last:
+                break
+            x, y = self.images[index], self.labels[index]
+            if self.max_shift:
+                x = random_shift(x, self.max_shift, self.rng, xp)
+            if not self.resident:
+                x, y = self.backend.asarray(x), self.backend.asarray(y)
+            yield x, y
+
+
+def copy_mnist(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy the four MNIST files from one directory to another (e.g. into the cache)."""
+    found = locate_mnist(source)
+    if found is None:
+        raise DatasetNotFoundError(f"no complete MNIST in {source}")
+    Path(target).mkdir(parents=True, exist_ok=True)
+    for path in found.values():
+        shutil.copy2(path, Path(target) / path.name)

@@ -1,0 +1,161 @@
+"""Reusable training loop: ``evaluate``, ``train_epoch`` and ``Trainer.fit`` with checkpoints.
+
+Every epoch's shuffling and augmentation come from a generator seeded by (seed, epoch), so a
+run resumed from the checkpoint after epoch e sees exactly the batches the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .datasets import BatchIterator
+from .nn.loss import SoftmaxCrossEntropy
+from .nn.module import Module
+from .optim import LRSchedule, Optimizer
+from .serialization import load, save
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    images_per_second: float
+    seconds: float
+    lr: float
+
+    def line(self) -> str:
+        return (f"epoch {self.epoch:3d}  train loss {self.train_loss:.4f}  test loss {self.test_loss:.4f}  "
+                f"test acc {100 * self.test_accuracy:.2f}%  {self.images_per_second:,.0f} img/s  "
+                f"{self.seconds:.1f} s  lr {self.lr:.4g}")
+
+
+class _TextBar:
+    """A minimal stand-in for tqdm when it is not installed: one line, rewritten in place."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if sys.stderr.isatty():
+            print(f"\r{self.desc} {self.n}/{self.total} {self.postfix}", end="", file=sys.stderr)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def close(self) -> None:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _TextBar(total, desc)
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000,
+             prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, predicted labels) over a whole set, in eval mode."""
+    backend = model.backend
+    was_training = model.training
+    model.eval()
+    loss_fn = SoftmaxCrossEntropy(backend=backend.name)
+    total_loss, predictions = 0.0, []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        x = backend.asarray(prepare(x) if prepare else x)
+        logits = model.forward(x)
+        y = labels[start:start + batch_size]
+        total_loss += loss_fn(logits, y) * len(y)
+        predictions.append(backend.to_numpy(logits).argmax(axis=1))
+    model.train(was_training)
+    predicted = np.concatenate(predictions)
+    return total_loss / len(images), float((predicted == labels).mean()), predicted
+
+
+def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar: Any = None) -> tuple[float, float]:
+    """One pass over ``batches``; returns (mean training loss, images per second)."""
+    backend = model.backend
+    loss_fn = SoftmaxCrossEntropy(backend=backend.name)
+    model.train()
+    total, seen, started = 0.0, 0, time.perf_counter()
+    for x, y in batches:
+        optimizer.zero_grad()
+        logits = model.forward(x)
+        loss = loss_fn(logits, y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        total += loss * len(y)
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"loss {total / seen:.4f}, {seen / (time.perf_counter() - started):,.0f} img/s")
+    backend.synchronize()
+    return total / seen, seen / (time.perf_counter() - started)
+
+
+class Trainer:
+    """Train a classifier epoch by epoch, evaluating, logging and checkpointing after each."""
+
+    def __init__(self, model: Module, optimizer: Optimizer, schedule: LRSchedule | None = None,
+                 batch_size: int = 128, seed: int = 0, max_shift: int = 0, resident: bool | None = None,
+                 progress: bool = True, checkpoint: str | Path | None = None,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.batch_size, self.seed, self.max_shift = batch_size, seed, max_shift
+        # keeping the whole set on the device pays off on a GPU; on the host it changes nothing
+        self.resident = model.backend.name == "cuda" if resident is None else resident
+        self.progress, self.checkpoint, self.prepare, self.log = progress, checkpoint, prepare, log
+        self.history: list[EpochStats] = []
+        self.epoch = 0
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by this trainer: weights, optimizer, epoch, history."""
+        extra = load(path, self.model, self.optimizer)
+        self.epoch = int(extra.get("epoch", 0))
+        self.history = [EpochStats(**h) for h in extra.get("history", [])]
+        if self.schedule is not None:
+            self.schedule.count = self.epoch
+            self.optimizer.lr = self.schedule.lr_at(self.epoch) if self.epoch else self.schedule.base_lr
+
+    def fit(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+            test_labels: np.ndarray, epochs: int) -> list[EpochStats]:
+        """Train until ``epochs`` epochs are done in all (so a resumed run trains the rest)."""
+        train_x = self.prepare(train_images) if self.prepare else train_images
+        while self.epoch < epochs:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend, rng=rng,
+                                    resident=self.resident, max_shift=self.max_shift)
+            bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{epochs}", self.progress)
+            started = time.perf_counter()
+            lr = self.optimizer.lr
+            train_loss, speed = train_epoch(self.model, self.optimizer, batches, bar)
+            if bar is not None:
+                bar.close()
+            test_loss, test_acc, _ = evaluate(self.model, test_images, test_labels, prepare=self.prepare)
+            self.epoch += 1
+            if self.schedule is not None:
+                self.schedule.step()
+            stats = EpochStats(self.epoch, train_loss, test_loss, test_acc, speed,
+                               time.perf_counter() - started, lr)
+            self.history.append(stats)
+            self.log(stats.line())
+            if self.checkpoint is not None:
+                save(self.checkpoint, self.model, self.optimizer,
+                     extra={"epoch": self.epoch, "seed": self.seed, "history": [asdict(h) for h in self.history]})
+        return self.history

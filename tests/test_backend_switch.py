@@ -1,0 +1,109 @@
+"""The backend switch, the contract every backend implements, and moving models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn.backend import backend_classes
+from gpucnn.backends.contract import OPS, missing_ops
+
+
+@pytest.mark.parametrize("name", ["numpy", "cuda", "cuda-sim"])
+def test_every_backend_implements_the_contract(name):
+    cls = backend_classes()[name]
+    assert missing_ops(cls) == []
+    for op in OPS:  # really implemented, not inherited from the abstract base
+        assert any(op in vars(klass) for klass in cls.__mro__ if klass.__name__ != "Backend"), op
+
+
+def test_contract_lists_the_layer_ops():
+    assert {"conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+            "avgpool2d_forward", "relu_forward", "softmax_cross_entropy", "sgd_update", "adam_update"} <= set(OPS)
+
+
+def test_missing_ops_reports_gaps():
+    class Partial:
+        def relu_forward(self, x):
+            return x
+
+    assert "conv2d_forward" in missing_ops(Partial) and "relu_forward" not in missing_ops(Partial)
+
+
+def test_unknown_backend_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown gpucnn backend 'tpu'; valid backends are 'numpy', 'cuda', "
+                                         r"'cuda-sim'"):
+        gpucnn.set_backend("tpu")
+
+
+def test_set_and_use_backend():
+    before = gpucnn.current_backend_name()
+    gpucnn.set_backend("numpy")
+    assert gpucnn.current_backend_name() == "numpy"
+    assert gpucnn.get_backend().name == "numpy"
+    with gpucnn.use_backend("numpy") as b:
+        assert b.name == "numpy"
+    gpucnn.set_backend(before)
+
+
+@pytest.mark.skipif(gpucnn.cuda_is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_says_what_is_missing():
+    with pytest.raises(RuntimeError, match=r"(CuPy is not installed.*pip install 'gpucnn\[cuda12\]')|"
+                                           r"(no usable GPU)"):
+        gpucnn.get_backend("cuda")
+
+
+def _run(code, **env):
+    full_env = {k: v for k, v in os.environ.items() if k != "GPUCNN_BACKEND"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env)
+
+
+def test_environment_variable_is_read_at_import():
+    out = _run("import gpucnn; print(gpucnn.current_backend_name())", GPUCNN_BACKEND="numpy")
+    assert out.returncode == 0 and out.stdout.strip() == "numpy"
+    bad = _run("import gpucnn", GPUCNN_BACKEND="opencl")
+    assert bad.returncode != 0 and "valid backends are 'numpy', 'cuda', 'cuda-sim'" in bad.stderr
+
+
+def test_default_is_numpy_without_gpu():
+    out = _run("import gpucnn; print(gpucnn.current_backend_name())")
+    assert out.stdout.strip() == ("cuda" if gpucnn.cuda_is_available() else "numpy")
+
+
+def test_backend_of_arrays_and_models():
+    model = gpucnn.LeNet5()
+    assert gpucnn.backend_of(model) == "numpy"
+    assert gpucnn.backend_of(np.zeros(3)) == "numpy"
+
+
+def test_model_to_moves_parameters_and_optimizer_state(backend):
+    rng = np.random.default_rng(0)
+    with gpucnn.use_backend("numpy"):
+        model = gpucnn.Sequential(gpucnn.Conv2d(1, 2, 3), gpucnn.BatchNorm2d(2), gpucnn.ReLU(), gpucnn.Flatten(),
+                                  gpucnn.Linear(8, 3))
+    opt = gpucnn.optim.SGD(model, lr=0.1, momentum=0.9)
+    x = rng.standard_normal((4, 1, 4, 4)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    loss = gpucnn.SoftmaxCrossEntropy(backend="numpy")
+    loss(model(x), labels)
+    model.backward(loss.backward())
+    opt.step()
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    model.to(backend.name)
+    assert gpucnn.backend_of(model) == backend.name
+    for name, p in model.named_parameters():
+        assert backend.owns(p.data) and backend.owns(p.state["velocity"])
+        np.testing.assert_array_equal(backend.to_numpy(p.data), before[name])
+    assert backend.owns(model[1].running_mean)
+    # a training step on the new backend continues from the moved state
+    loss = gpucnn.SoftmaxCrossEntropy(backend=backend.name)
+    loss(model(backend.asarray(x)), labels)
+    model.backward(loss.backward())
+    opt.step()
+    model.to("numpy")
+    assert all(isinstance(p.data, np.ndarray) for p in model.params())

@@ -1,0 +1,147 @@
+"""Central finite differences in float64 for every layer and the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn.models import LENET5_C3_TABLE
+
+EPS = 1e-6
+
+
+def _check_layer(layer, x, backend, rng, reset=None, samples=25, rtol=1e-5, atol=1e-7):
+    """Compare backward() with (L(x+eps) - L(x-eps)) / 2eps for L = sum(forward(x) * r)."""
+    get, put = backend.to_numpy, backend.asarray
+
+    def loss(x_host):
+        if reset:
+            reset()
+        return float((get(layer.forward(put(x_host))) * r).sum())
+
+    if reset:
+        reset()
+    y = get(layer.forward(put(x)))
+    r = rng.standard_normal(y.shape)
+    layer.zero_grad()
+    dx = get(layer.backward(put(r)))
+
+    for flat in rng.choice(x.size, min(samples, x.size), replace=False):
+        i = np.unravel_index(flat, x.shape)
+        plus, minus = x.copy(), x.copy()
+        plus[i] += EPS
+        minus[i] -= EPS
+        numeric = (loss(plus) - loss(minus)) / (2 * EPS)
+        assert dx[i] == pytest.approx(numeric, rel=rtol, abs=atol), f"input {i}"
+
+    for name, p in layer.named_parameters():
+        analytic = get(p.grad)
+        host = get(p.data).copy()
+        for flat in rng.choice(host.size, min(samples, host.size), replace=False):
+            i = np.unravel_index(flat, host.shape)
+            values = []
+            for delta in (EPS, -EPS):
+                moved = host.copy()
+                moved[i] += delta
+                p.data = put(moved)
+                values.append(loss(x))
+            p.data = put(host)
+            numeric = (values[0] - values[1]) / (2 * EPS)
+            assert analytic[i] == pytest.approx(numeric, rel=rtol, abs=atol), f"{name}{i}"
+
+
+def _make(backend, factory):
+    with gpucnn.use_backend(backend.name):
+        return factory()
+
+
+LAYERS = {
+    "conv_basic": (lambda: gpucnn.Conv2d(3, 4, 3, padding=1, dtype=np.float64), (2, 3, 6, 5)),
+    "conv_stride_dilation": (lambda: gpucnn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=2, dilation=(2, 1),
+                                                   dtype=np.float64), (2, 2, 9, 7)),
+    "conv_groups": (lambda: gpucnn.Conv2d(4, 6, 3, groups=2, padding="same", dtype=np.float64), (1, 4, 5, 5)),
+    "conv_full": (lambda: gpucnn.Conv2d(1, 2, 2, padding="full", dtype=np.float64), (2, 1, 4, 3)),
+    "conv_connection": (lambda: gpucnn.Conv2d(6, 16, 3, connection=LENET5_C3_TABLE, dtype=np.float64),
+                        (1, 6, 5, 5)),
+    "conv1d": (lambda: gpucnn.Conv1d(2, 3, 3, stride=2, padding=1, dtype=np.float64), (2, 2, 11)),
+    "maxpool_overlap": (lambda: gpucnn.MaxPool2d(3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
+    "avgpool_incl": (lambda: gpucnn.AvgPool2d(3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
+    "avgpool_excl": (lambda: gpucnn.AvgPool2d(3, 2, padding=1, count_include_pad=False), (2, 2, 7, 6)),
+    "lppool": (lambda: gpucnn.LPPool2d(2, 2), (2, 2, 6, 6)),
+    "global_avg": (lambda: gpucnn.GlobalAvgPool2d(), (2, 3, 4, 5)),
+    "subsampling": (lambda: gpucnn.Subsampling2d(3, 2, dtype=np.float64), (2, 3, 6, 4)),
+    "relu": (lambda: gpucnn.ReLU(), (3, 7)),
+    "leaky_relu": (lambda: gpucnn.LeakyReLU(0.2), (3, 7)),
+    "sigmoid": (lambda: gpucnn.Sigmoid(), (3, 7)),
+    "tanh": (lambda: gpucnn.Tanh(), (3, 7)),
+    "tanh_lecun": (lambda: gpucnn.Tanh.lecun(), (3, 7)),
+    "linear": (lambda: gpucnn.Linear(7, 5, dtype=np.float64), (4, 7)),
+    "flatten": (lambda: gpucnn.Flatten(), (2, 3, 2, 2)),
+    "batchnorm": (lambda: gpucnn.BatchNorm2d(3, dtype=np.float64), (4, 3, 3, 3)),
+    "sequential": (lambda: gpucnn.Sequential(gpucnn.Conv2d(1, 2, 3, dtype=np.float64), gpucnn.Tanh(),
+                                             gpucnn.AvgPool2d(2), gpucnn.Flatten(),
+                                             gpucnn.Linear(8, 3, dtype=np.float64)), (2, 1, 6, 6)),
+    "concat_inception": (lambda: gpucnn.Concat(
+        gpucnn.Conv2d(3, 2, 1, dtype=np.float64),
+        gpucnn.Sequential(gpucnn.Conv2d(3, 2, 1, dtype=np.float64), gpucnn.ReLU(),
+                          gpucnn.Conv2d(2, 2, 3, padding=1, dtype=np.float64)),
+        gpucnn.Sequential(gpucnn.MaxPool2d(3, 1, padding=1), gpucnn.Conv2d(3, 1, 1, dtype=np.float64))),
+        (2, 3, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_gradient(backend, name):
+    rng = np.random.default_rng(7)
+    factory, shape = LAYERS[name]
+    layer = _make(backend, factory)
+    if name.startswith("maxpool") or name == "concat_inception":
+        x = rng.permutation(np.prod(shape)).reshape(shape) / 7.0  # distinct values: no ties
+    elif name == "lppool":
+        x = rng.uniform(0.5, 2.0, shape)
+    else:
+        x = rng.standard_normal(shape)
+    if name in ("relu", "leaky_relu"):
+        x[np.abs(x) < 1e-3] = 0.5  # keep clear of the kink
+    _check_layer(layer, x, backend, rng)
+
+
+def test_dropout_gradient(backend):
+    rng = np.random.default_rng(3)
+    layer = _make(backend, lambda: gpucnn.Dropout(0.4, rng=np.random.default_rng(11)))
+
+    def reset():
+        layer.rng = np.random.default_rng(11)  # the same mask for every evaluation
+
+    _check_layer(layer, rng.standard_normal((4, 9)), backend, rng, reset=reset)
+
+
+def test_softmax_cross_entropy_gradient(backend):
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((6, 4)) * 3
+    labels = rng.integers(0, 4, 6)
+    loss = gpucnn.SoftmaxCrossEntropy(backend=backend.name)
+    loss(backend.asarray(logits), labels)
+    grad = backend.to_numpy(loss.backward())
+    for i in np.ndindex(logits.shape):
+        plus, minus = logits.copy(), logits.copy()
+        plus[i] += EPS
+        minus[i] -= EPS
+        numeric = (loss(backend.asarray(plus), labels) - loss(backend.asarray(minus), labels)) / (2 * EPS)
+        assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_batchnorm_eval_uses_running_statistics(backend):
+    rng = np.random.default_rng(1)
+    bn = _make(backend, lambda: gpucnn.BatchNorm2d(2, momentum=0.5, dtype=np.float64))
+    x = rng.standard_normal((8, 2, 3, 3)) * 3 + 1
+    bn(backend.asarray(x))
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(backend.to_numpy(bn.running_mean), 0.5 * mean)
+    np.testing.assert_allclose(backend.to_numpy(bn.running_var), 0.5 + 0.5 * var)
+    bn.eval()
+    y = backend.to_numpy(bn(backend.asarray(x)))
+    expected = (x - 0.5 * mean.reshape(1, 2, 1, 1)) / np.sqrt(0.5 + 0.5 * var.reshape(1, 2, 1, 1) + 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-10)
+    _check_layer(bn, x, backend, rng)

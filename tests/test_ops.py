@@ -1,0 +1,277 @@
+"""Every contract op, on every backend, against the loop references in reference.py.
+
+Tolerances: float32 elementwise ops rtol 1e-5. Ops that sum many products (convolution,
+its weight gradient over N*OH*OW terms, pooling sums) are compared at rtol 1e-4 / atol 1e-5:
+the order of float32 additions differs between im2col+BLAS, our kernels and the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+from gpucnn.backends.numpy_backend import dropout_mask
+
+SUM_TOL = dict(rtol=1e-4, atol=1e-5)
+ELEM_TOL = dict(rtol=1e-5, atol=1e-6)
+
+CONV_CASES = [
+    # N, C, H, W, K, (KH, KW), stride, (top, bottom, left, right), dilation, groups
+    (2, 3, 7, 7, 4, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    (1, 2, 11, 13, 3, (5, 3), (2, 3), (2, 2, 1, 1), (1, 1), 1),     # prime sizes, unequal strides
+    (2, 4, 9, 9, 6, (3, 3), (1, 1), (3, 3, 3, 3), (1, 1), 2),       # padding > 1, groups
+    (1, 3, 10, 11, 2, (3, 3), (1, 1), (2, 2, 2, 2), (2, 3), 1),     # dilation
+    (2, 2, 8, 8, 2, (2, 2), (3, 3), (0, 0, 0, 0), (1, 1), 1),       # stride > kernel
+    (1, 6, 6, 6, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),       # depthwise
+    (1, 1, 5, 6, 2, (2, 4), (1, 1), (0, 1, 1, 2), (1, 1), 1),       # asymmetric 'same' padding
+    (3, 5, 13, 7, 7, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # 1x1 (Inception-style)
+]
+
+
+def _case_id(case):
+    n, c, h, w, k, ks, s, p, d, g = case
+    return f"n{n}c{c}h{h}w{w}k{k}ks{ks[0]}x{ks[1]}s{s[0]}{s[1]}p{''.join(map(str, p))}d{d[0]}{d[1]}g{g}"
+
+
+def _put(backend, a, contiguous=True):
+    """Place ``a`` on the backend; ``contiguous=False`` hands over a transposed view instead."""
+    if contiguous:
+        return backend.asarray(a)
+    t = backend.asarray(np.ascontiguousarray(np.swapaxes(a, -1, -2)))
+    return backend.xp.swapaxes(t, -1, -2)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=_case_id)
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
+def test_conv2d_forward_backward(backend, rng, case, contiguous):
+    n, c, h, w, k, (kh, kw), stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    y = backend.conv2d_forward(_put(backend, x, contiguous), _put(backend, wt, contiguous), backend.asarray(b),
+                               stride, padding, dilation, groups)
+    expected = ref.conv2d(x, wt, b, stride, padding, dilation, groups)
+    np.testing.assert_allclose(backend.to_numpy(y), expected, **SUM_TOL)
+
+    dy = rng.standard_normal(expected.shape).astype(np.float32)
+    dx, dw, db = backend.conv2d_backward(_put(backend, dy, contiguous), _put(backend, x, contiguous),
+                                         backend.asarray(wt), stride, padding, dilation, groups)
+    rdx, rdw, rdb = ref.conv2d_backward(dy, x, wt, stride, padding, dilation, groups)
+    np.testing.assert_allclose(backend.to_numpy(dx), rdx, **SUM_TOL)
+    np.testing.assert_allclose(backend.to_numpy(dw), rdw, **SUM_TOL)
+    np.testing.assert_allclose(backend.to_numpy(db), rdb, **SUM_TOL)
+
+
+def test_conv2d_fused_relu_and_no_input_grad(backend, rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    y = backend.conv2d_forward(backend.asarray(x), backend.asarray(wt), backend.asarray(b), *args, relu=True)
+    np.testing.assert_allclose(backend.to_numpy(y), np.maximum(ref.conv2d(x, wt, b, *args), 0), **SUM_TOL)
+    y_nobias = backend.conv2d_forward(backend.asarray(x), backend.asarray(wt), None, *args)
+    np.testing.assert_allclose(backend.to_numpy(y_nobias), ref.conv2d(x, wt, None, *args), **SUM_TOL)
+    dx, dw, db = backend.conv2d_backward(backend.asarray(np.ones((2, 4, 6, 6), np.float32)), backend.asarray(x),
+                                         backend.asarray(wt), *args, need_input_grad=False)
+    assert dx is None
+    np.testing.assert_allclose(backend.to_numpy(db), np.full(4, 72.0), **SUM_TOL)
+
+
+def test_conv2d_float64(backend, rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    wt = rng.standard_normal((3, 2, 3, 3))
+    y = backend.conv2d_forward(backend.asarray(x), backend.asarray(wt), None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(backend.to_numpy(y), ref.conv2d(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+                               rtol=1e-12, atol=1e-12)
+
+
+POOL_CASES = [
+    # N, C, H, W, kernel, stride, padding, ceil_mode
+    (2, 3, 8, 8, (2, 2), (2, 2), (0, 0), False),
+    (1, 2, 7, 9, (3, 3), (2, 2), (1, 1), False),    # overlapping, padded
+    (1, 2, 7, 9, (3, 3), (2, 2), (1, 1), True),     # ceil_mode
+    (2, 1, 5, 5, (2, 3), (3, 2), (1, 0), True),     # stride > kernel, ceil_mode
+    (1, 3, 11, 13, (3, 2), (1, 1), (1, 1), False),  # stride 1, heavy overlap
+    (1, 1, 1, 1, (3, 3), (1, 1), (1, 1), False),    # a 1x1 plane: window mostly padding
+    (1, 2, 6, 6, (3, 3), (3, 3), (0, 0), True),
+    (1, 1, 10, 10, (4, 4), (3, 3), (2, 2), True),
+]
+
+
+def _pool_id(case):
+    n, c, h, w, k, s, p, ceil = case
+    return f"h{h}w{w}k{k[0]}{k[1]}s{s[0]}{s[1]}p{p[0]}{p[1]}{'ceil' if ceil else 'floor'}"
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=_pool_id)
+def test_maxpool2d(backend, rng, case):
+    n, c, h, w, kernel, stride, padding, ceil_mode = case
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float32)  # distinct: no ties
+    y, idx = backend.maxpool2d_forward(_put(backend, x, False), kernel, stride, padding, ceil_mode)
+    ry, ridx = ref.maxpool2d(x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(backend.to_numpy(y), ry)
+    np.testing.assert_array_equal(backend.to_numpy(idx), ridx)
+    dy = rng.standard_normal(ry.shape).astype(np.float32)
+    dx = backend.maxpool2d_backward(backend.asarray(dy), idx, x.shape, kernel, stride, padding)
+    np.testing.assert_allclose(backend.to_numpy(dx), ref.maxpool2d_backward(dy, ridx, x.shape), **ELEM_TOL)
+
+
+def test_maxpool2d_ties_nan_and_negative(backend):
+    x = np.array([[[[-5.0, -5.0, -7.0, -1.0],
+                    [-9.0, -6.0, np.nan, 3.0],
+                    [2.0, 2.0, 1.0, np.nan],
+                    [2.0, 0.0, -3.0, -4.0]]]], dtype=np.float32)
+    y, idx = backend.maxpool2d_forward(backend.asarray(x), (2, 2), (2, 2), (0, 0), False)
+    y, idx = backend.to_numpy(y), backend.to_numpy(idx)
+    assert y[0, 0, 0, 0] == -5.0 and idx[0, 0, 0, 0] == 0       # first of a tie; padding never needed
+    assert np.isnan(y[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 6      # NaN propagates
+    assert y[0, 0, 1, 0] == 2.0 and idx[0, 0, 1, 0] == 8         # first of three equal maxima
+    assert np.isnan(y[0, 0, 1, 1]) and idx[0, 0, 1, 1] == 11
+    # all-negative input with padding: -inf padding must never win
+    neg = -np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    yn, _ = backend.maxpool2d_forward(backend.asarray(neg), (3, 3), (2, 2), (1, 1), False)
+    np.testing.assert_array_equal(backend.to_numpy(yn), [[[[-1.0, -2.0], [-4.0, -5.0]]]])
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=_pool_id)
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl_pad", "excl_pad"])
+def test_avgpool2d(backend, rng, case, count_include_pad):
+    n, c, h, w, kernel, stride, padding, ceil_mode = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    y = backend.avgpool2d_forward(_put(backend, x, False), kernel, stride, padding, ceil_mode, count_include_pad)
+    ry = ref.avgpool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
+    np.testing.assert_allclose(backend.to_numpy(y), ry, **SUM_TOL)
+    dy = rng.standard_normal(ry.shape).astype(np.float32)
+    dx = backend.avgpool2d_backward(backend.asarray(dy), x.shape, kernel, stride, padding, ceil_mode,
+                                    count_include_pad)
+    np.testing.assert_allclose(backend.to_numpy(dx),
+                               ref.avgpool2d_backward(dy, x.shape, kernel, stride, padding, count_include_pad),
+                               **SUM_TOL)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 3.0])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_lppool2d(backend, rng, norm_type, ceil_mode):
+    x = rng.uniform(0.1, 2.0, (2, 3, 7, 8)).astype(np.float32)
+    y = backend.lppool2d_forward(backend.asarray(x), norm_type, (3, 2), (2, 2), ceil_mode)
+    np.testing.assert_allclose(backend.to_numpy(y), ref.lppool2d(x, norm_type, (3, 2), (2, 2), ceil_mode),
+                               **SUM_TOL)
+    # backward against central differences of the reference (float64)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = backend.to_numpy(backend.lppool2d_backward(backend.asarray(dy), backend.asarray(x), y, norm_type,
+                                                    (3, 2), (2, 2), ceil_mode))
+    x64, eps = x.astype(np.float64), 1e-6
+    for flat in rng.choice(x.size, 12, replace=False):
+        i = np.unravel_index(flat, x.shape)
+        plus, minus = x64.copy(), x64.copy()
+        plus[i] += eps
+        minus[i] -= eps
+        numeric = ((ref.lppool2d(plus, norm_type, (3, 2), (2, 2), ceil_mode)
+                    - ref.lppool2d(minus, norm_type, (3, 2), (2, 2), ceil_mode)) * dy).sum() / (2 * eps)
+        assert dx[i] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
+def test_activations(backend, rng):
+    x = rng.standard_normal((3, 4, 5, 7)).astype(np.float32) * 4
+    x[0, 0, 0, :3] = [0.0, 80.0, -80.0]
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    X, DY = _put(backend, x, False), backend.asarray(dy)
+    get = backend.to_numpy
+    x64 = x.astype(np.float64)
+
+    y = backend.relu_forward(X)
+    np.testing.assert_array_equal(get(y), np.maximum(x, 0))
+    np.testing.assert_array_equal(get(backend.relu_backward(DY, y)), np.where(x > 0, dy, 0))
+
+    y = backend.leaky_relu_forward(X, 0.1)
+    np.testing.assert_allclose(get(y), np.where(x > 0, x64, 0.1 * x64), **ELEM_TOL)
+    np.testing.assert_allclose(get(backend.leaky_relu_backward(DY, X, 0.1)), np.where(x > 0, dy, 0.1 * dy),
+                               **ELEM_TOL)
+
+    y = backend.sigmoid_forward(X)
+    sig = 1 / (1 + np.exp(-x64))
+    np.testing.assert_allclose(get(y), sig, **ELEM_TOL)
+    assert np.isfinite(get(y)).all()
+    np.testing.assert_allclose(get(backend.sigmoid_backward(DY, y)), dy * sig * (1 - sig), rtol=1e-5, atol=1e-6)
+
+    y = backend.tanh_forward(X)
+    np.testing.assert_allclose(get(y), np.tanh(x64), **ELEM_TOL)
+    np.testing.assert_allclose(get(backend.tanh_backward(DY, y)), dy * (1 - np.tanh(x64) ** 2), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_nan_propagates_through_activations(backend):
+    x = backend.asarray(np.array([np.nan, 1.0, -1.0], dtype=np.float32))
+    for op in (backend.relu_forward, backend.sigmoid_forward, backend.tanh_forward):
+        assert np.isnan(backend.to_numpy(op(x))[0])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+def test_dropout_mask_is_shared_and_fair(backend, rng, p):
+    x = rng.standard_normal((8, 16, 9, 9)).astype(np.float32)
+    y, mask = backend.dropout_forward(backend.asarray(x), p, seed=987654321)
+    mask = backend.to_numpy(mask)
+    np.testing.assert_array_equal(mask, dropout_mask(x.shape, p, 987654321))  # same on every backend
+    scale = 0.0 if p == 1 else 1 / (1 - p)
+    np.testing.assert_allclose(backend.to_numpy(y), x * mask * np.float32(scale), **ELEM_TOL)
+    assert abs((1 - mask.mean()) - p) < 0.02
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(backend.to_numpy(backend.dropout_backward(backend.asarray(dy),
+                                                                         backend.asarray(mask), p)),
+                               dy * mask * np.float32(scale), **ELEM_TOL)
+    _, other = backend.dropout_forward(backend.asarray(x), p, seed=987654322)
+    if 0 < p < 1:
+        assert (backend.to_numpy(other) != mask).any()
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (5, 10), (37, 13)])
+def test_softmax_cross_entropy(backend, rng, shape):
+    logits = (rng.standard_normal(shape) * 5).astype(np.float32)
+    logits[0, 0] = 90.0  # would overflow a naive exp in float32
+    labels = rng.integers(0, shape[1], shape[0]).astype(np.int32)
+    loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+    rloss, rgrad = ref.softmax_cross_entropy(logits, labels)
+    assert float(backend.to_numpy(loss)) == pytest.approx(rloss, rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(grad), rgrad, rtol=1e-5, atol=1e-7)
+
+
+def test_sgd_update(backend, rng):
+    p = rng.standard_normal(50).astype(np.float32)
+    g = rng.standard_normal(50).astype(np.float32)
+    for nesterov in (False, True):
+        P, V = backend.asarray(p.copy()), backend.asarray(np.zeros_like(p))
+        for _ in range(2):
+            backend.sgd_update(P, backend.asarray(g), V, 0.1, 0.9, 0.01, nesterov)
+        # two steps by hand
+        pp, v = p.astype(np.float64), np.zeros(50)
+        for _ in range(2):
+            gg = g + 0.01 * pp
+            v = 0.9 * v + gg
+            pp = pp - 0.1 * (gg + 0.9 * v if nesterov else v)
+        np.testing.assert_allclose(backend.to_numpy(P), pp, **ELEM_TOL)
+    P = backend.asarray(p.copy())
+    backend.sgd_update(P, backend.asarray(g), None, 0.5, 0.0, 0.0, False)
+    np.testing.assert_allclose(backend.to_numpy(P), p - 0.5 * g, **ELEM_TOL)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_update(backend, rng, decoupled):
+    p = rng.standard_normal(40).astype(np.float32)
+    P, M, V = backend.asarray(p.copy()), backend.asarray(np.zeros_like(p)), backend.asarray(np.zeros_like(p))
+    pp, m, v = p.astype(np.float64), np.zeros(40), np.zeros(40)
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-8, 0.05
+    for t in range(1, 4):
+        g = rng.standard_normal(40).astype(np.float32)
+        backend.adam_update(P, backend.asarray(g), M, V, t, lr, b1, b2, eps, wd, decoupled)
+        gg = g.astype(np.float64)
+        if decoupled:
+            pp = pp * (1 - lr * wd)
+        else:
+            gg = gg + wd * pp
+        m = b1 * m + (1 - b1) * gg
+        v = b2 * v + (1 - b2) * gg * gg
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        pp = pp - lr * mhat / (np.sqrt(vhat) + eps)
+    np.testing.assert_allclose(backend.to_numpy(P), pp, rtol=1e-5, atol=1e-6)
