@@ -1,0 +1,348 @@
+"""The CUDA backend: launchers for the kernels in ``kernels/*.cu``.
+
+This file is shared by two backends. ``cuda`` gives it a CuPy device (``cupy_device.py``, the
+only module that imports CuPy) and ``cuda-sim`` a device that runs the same kernels on the CPU
+(``sim/loader.py``). A device provides the array namespace, allocation and ``launch``; all the
+launch logic (checks, output allocation, grid sizes, exact argument types) lives here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from .base import FLOAT_DTYPES, Backend, dropout_key, dropout_threshold
+from .shapes import conv_output_size, pool_output_size
+
+BLOCK = 256                 # threads per block for elementwise and pooling kernels
+GEMM_TILE = 64              # conv2d.cu's TILE_M / TILE_N
+GEMM_THREADS = 256
+WEIGHT_GRAD_MIN_PIXELS = 128  # fewest pixels one split of the weight-gradient reduction takes
+INDEX32_LIMIT = 2 ** 31
+
+
+class Device(Protocol):
+    xp: Any
+    array_type: type
+    multiprocessor_count: int
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any: ...
+    def to_numpy(self, a: Any) -> np.ndarray: ...
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any: ...
+    def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
+               real: np.dtype, index64: bool, shared_mem: int = 0) -> None: ...
+    def synchronize(self) -> None: ...
+
+
+def _blocks(count: int, per_block: int) -> int:
+    return max(1, -(-count // per_block))
+
+
+class CudaBackend(Backend):
+    """Every contract op as a kernel launch on ``device``."""
+
+    name = "cuda"
+
+    def __init__(self, device: Device, name: str = "cuda") -> None:
+        self.device = device
+        self.name = name
+        self.xp = device.xp
+        self.array_type = device.array_type
+
+    # ------------------------------------------------------------------ movement
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        return self.device.asarray(a, dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.device.to_numpy(a)
+
+    def synchronize(self) -> None:
+        self.device.synchronize()
+
+    # ------------------------------------------------------------------ launch helpers
+    def _input(self, a: Any, what: str, dtype: Any = None) -> Any:
+        """A C-contiguous array of the expected dtype on this device (raw kernels ignore strides)."""
+        if not isinstance(a, self.array_type):
+            raise TypeError(f"{self.name} backend: {what} must be a {self.array_type.__module__}.ndarray, "
+                            f"got {type(a).__module__}.{type(a).__name__}")
+        if dtype is None:
+            if a.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{self.name} backend: {what} must be float32 or float64, got {a.dtype}")
+        elif a.dtype != np.dtype(dtype):
+            raise TypeError(f"{self.name} backend: {what} must be {np.dtype(dtype)}, got {a.dtype}")
+        return self.xp.ascontiguousarray(a)
+
+    def _in_place(self, a: Any, what: str, dtype: Any) -> Any:
+        """Arrays a kernel updates in place must already be contiguous: a copy would lose the update."""
+        a = self._input(a, what, dtype) if a.flags.c_contiguous else a
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{self.name} backend: {what} is updated in place and must be C-contiguous")
+        return a
+
+    def _launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...],
+                args: list[Any], real: np.dtype, arrays: tuple[Any, ...]) -> None:
+        index64 = any(a.size >= INDEX32_LIMIT for a in arrays)
+        index = np.int64 if index64 else np.int32
+        real_t = np.dtype(real).type
+        packed = []
+        for arg in args:
+            if isinstance(arg, _Index):
+                packed.append(index(arg.value))
+            elif isinstance(arg, _Real):
+                packed.append(real_t(arg.value))
+            else:
+                packed.append(arg)
+        self.device.launch(module, kernel, tuple(grid), tuple(block), packed, np.dtype(real), index64)
+
+    def _elementwise_grid(self, n: int) -> tuple[int]:
+        # grid-stride kernels: enough blocks to fill the device, no more
+        return (min(_blocks(n, BLOCK), self.device.multiprocessor_count * 16),)
+
+    def _elementwise(self, module: str, kernel: str, inputs: list[Any], extra: list[Any] = (),
+                     out_dtype: Any = None) -> Any:
+        """Launch kernel(*inputs, out, *extra, n) over equally shaped inputs; returns out."""
+        first = self._input(inputs[0], f"{kernel} input")
+        arrays = [first] + [self._input(a, f"{kernel} input", first.dtype) for a in inputs[1:]]
+        out = self.device.empty(first.shape, out_dtype or first.dtype)
+        n = first.size
+        if n:
+            self._launch(module, kernel, self._elementwise_grid(n), (BLOCK,), [*arrays, out, *extra, _Index(n)],
+                         first.dtype, (first,))
+        return out
+
+    # ------------------------------------------------------------------ convolution
+    # x: (N, C, H, W), w: (K, C/G, KH, KW), b: (K,) -> y: (N, K, OH, OW)
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
+        x = self._input(x, "conv2d_forward x")
+        w = self._input(w, "conv2d_forward w", x.dtype)
+        bias = w if b is None else self._input(b, "conv2d_forward b", x.dtype)
+        n, c, h, wd = x.shape
+        k, cg, kh, kw = w.shape
+        oh = conv_output_size(h, kh, stride[0], padding[0], padding[1], dilation[0])
+        ow = conv_output_size(wd, kw, stride[1], padding[2], padding[3], dilation[1])
+        y = self.device.empty((n, k, oh, ow), x.dtype)
+        grid = (_blocks(n * oh * ow, GEMM_TILE), _blocks(k // groups, GEMM_TILE), groups)
+        self._launch("conv2d", "conv2d_forward", grid, (GEMM_THREADS,),
+                     [x, w, bias, y, *self._geometry(x.shape, w.shape, (oh, ow), stride, padding, dilation, groups),
+                      np.int32(b is not None), np.int32(bool(relu))], x.dtype, (x, w, y))
+        return y
+
+    @staticmethod
+    def _geometry(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> list[Any]:
+        n, c, h, w = x_shape
+        k, _, kh, kw = w_shape
+        i32 = np.int32
+        return [_Index(n), _Index(c), _Index(h), _Index(w), _Index(k), _Index(out_hw[0]), _Index(out_hw[1]),
+                i32(kh), i32(kw), i32(stride[0]), i32(stride[1]), i32(padding[0]), i32(padding[2]),
+                i32(dilation[0]), i32(dilation[1]), i32(groups)]
+
+    # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+        x = self._input(x, "conv2d_backward x")
+        dy = self._input(dy, "conv2d_backward dy", x.dtype)
+        w = self._input(w, "conv2d_backward w", x.dtype)
+        n, c, h, wd = x.shape
+        k, cg, kh, kw = w.shape
+        oh, ow = dy.shape[2:]
+        geometry = self._geometry(x.shape, w.shape, (oh, ow), stride, padding, dilation, groups)
+        arrays = (x, dy, w)
+
+        # weight gradient: enough pixel splits to fill the device, then an ordered sum of the splits
+        pixels, taps = n * oh * ow, cg * kh * kw
+        tiles = _blocks(taps, GEMM_TILE) * _blocks(k // groups, GEMM_TILE) * groups
+        splits = max(1, min(_blocks(4 * self.device.multiprocessor_count, tiles),
+                            _blocks(pixels, WEIGHT_GRAD_MIN_PIXELS), 65535 // groups))
+        per_split = _blocks(pixels, splits)
+        splits = _blocks(pixels, per_split)
+        partial = self.device.empty((splits, k, taps), x.dtype)
+        grid = (_blocks(taps, GEMM_TILE), _blocks(k // groups, GEMM_TILE), groups * splits)
+        self._launch("conv2d", "conv2d_backward_weight", grid, (GEMM_THREADS,),
+                     [dy, x, partial, *geometry, _Index(per_split)], x.dtype, arrays + (partial,))
+        dw = self.device.empty(w.shape, x.dtype)
+        self._launch("conv2d", "conv2d_reduce_partials", self._elementwise_grid(dw.size), (BLOCK,),
+                     [partial, dw, _Index(splits), _Index(dw.size)], x.dtype, arrays + (partial,))
+
+        db = self.device.empty((k,), x.dtype)
+        self._launch("conv2d", "conv2d_backward_bias", (k,), (256,), [dy, db, _Index(n), _Index(k), _Index(oh * ow)],
+                     x.dtype, arrays)
+        if not need_input_grad:
+            return None, dw, db
+        dx = self.device.empty(x.shape, x.dtype)
+        grid = (_blocks(n * h * wd, GEMM_TILE), _blocks(cg, GEMM_TILE), groups)
+        self._launch("conv2d", "conv2d_backward_input", grid, (GEMM_THREADS,), [dy, w, dx, *geometry], x.dtype,
+                     arrays + (dx,))
+        return dx, dw, db
+
+    # ------------------------------------------------------------------ pooling
+    def _pool_args(self, x_shape, out_hw, kernel, stride) -> list[Any]:
+        n, c, h, w = x_shape
+        i32 = np.int32
+        return [_Index(n * c), _Index(h), _Index(w), _Index(out_hw[0]), _Index(out_hw[1]), i32(kernel[0]),
+                i32(kernel[1]), i32(stride[0]), i32(stride[1])]
+
+    def _pool_out(self, x_shape, kernel, stride, padding, ceil_mode):
+        return (pool_output_size(x_shape[2], kernel[0], stride[0], padding[0], ceil_mode),
+                pool_output_size(x_shape[3], kernel[1], stride[1], padding[1], ceil_mode))
+
+    # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW)
+    def maxpool2d_forward(self, x, kernel, stride, padding, ceil_mode):
+        x = self._input(x, "maxpool2d_forward x")
+        oh, ow = self._pool_out(x.shape, kernel, stride, padding, ceil_mode)
+        y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
+        argmax = self.device.empty(y.shape, np.int32)
+        self._launch("maxpool2d", "maxpool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
+                     [x, y, argmax, *self._pool_args(x.shape, (oh, ow), kernel, stride),
+                      np.int32(padding[0]), np.int32(padding[1])], x.dtype, (x,))
+        return y, argmax
+
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding):
+        dy = self._input(dy, "maxpool2d_backward dy")
+        argmax = self._input(argmax, "maxpool2d_backward argmax", np.int32)
+        dx = self.device.empty(tuple(x_shape), dy.dtype)
+        self._launch("maxpool2d", "maxpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                     [dy, argmax, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride),
+                      np.int32(padding[0]), np.int32(padding[1])], dy.dtype, (dx,))
+        return dx
+
+    def avgpool2d_forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad):
+        x = self._input(x, "avgpool2d_forward x")
+        oh, ow = self._pool_out(x.shape, kernel, stride, padding, ceil_mode)
+        y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
+        self._launch("avgpool2d", "avgpool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
+                     [x, y, *self._pool_args(x.shape, (oh, ow), kernel, stride), np.int32(padding[0]),
+                      np.int32(padding[1]), np.int32(bool(count_include_pad))], x.dtype, (x,))
+        return y
+
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding, ceil_mode, count_include_pad):
+        dy = self._input(dy, "avgpool2d_backward dy")
+        dx = self.device.empty(tuple(x_shape), dy.dtype)
+        self._launch("avgpool2d", "avgpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                     [dy, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride), np.int32(padding[0]),
+                      np.int32(padding[1]), np.int32(bool(count_include_pad))], dy.dtype, (dx,))
+        return dx
+
+    def lppool2d_forward(self, x, norm_type, kernel, stride, ceil_mode):
+        x = self._input(x, "lppool2d_forward x")
+        oh, ow = self._pool_out(x.shape, kernel, stride, (0, 0), ceil_mode)
+        y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
+        self._launch("lppool2d", "lppool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
+                     [x, y, *self._pool_args(x.shape, (oh, ow), kernel, stride), _Real(norm_type)], x.dtype, (x,))
+        return y
+
+    def lppool2d_backward(self, dy, x, y, norm_type, kernel, stride, ceil_mode):
+        x = self._input(x, "lppool2d_backward x")
+        dy = self._input(dy, "lppool2d_backward dy", x.dtype)
+        y = self._input(y, "lppool2d_backward y", x.dtype)
+        dx = self.device.empty(x.shape, x.dtype)
+        self._launch("lppool2d", "lppool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                     [dy, x, y, dx, *self._pool_args(x.shape, dy.shape[2:], kernel, stride), _Real(norm_type)],
+                     x.dtype, (x,))
+        return dx
+
+    # ------------------------------------------------------------------ activations
+    def relu_forward(self, x):
+        return self._elementwise("activations", "relu_forward", [x])
+
+    def relu_backward(self, dy, y):
+        return self._elementwise("activations", "relu_backward", [dy, y])
+
+    def leaky_relu_forward(self, x, negative_slope):
+        return self._elementwise("activations", "leaky_relu_forward", [x], [_Real(negative_slope)])
+
+    def leaky_relu_backward(self, dy, x, negative_slope):
+        return self._elementwise("activations", "leaky_relu_backward", [dy, x], [_Real(negative_slope)])
+
+    def sigmoid_forward(self, x):
+        return self._elementwise("activations", "sigmoid_forward", [x])
+
+    def sigmoid_backward(self, dy, y):
+        return self._elementwise("activations", "sigmoid_backward", [dy, y])
+
+    def tanh_forward(self, x):
+        return self._elementwise("activations", "tanh_forward", [x])
+
+    def tanh_backward(self, dy, y):
+        return self._elementwise("activations", "tanh_backward", [dy, y])
+
+    @staticmethod
+    def _dropout_scale(p: float) -> float:
+        return 0.0 if p >= 1 else 1.0 / (1.0 - p)
+
+    def dropout_forward(self, x, p, seed):
+        x = self._input(x, "dropout_forward x")
+        y = self.device.empty(x.shape, x.dtype)
+        mask = self.device.empty(x.shape, np.uint8)
+        if x.size:
+            self._launch("dropout", "dropout_forward", self._elementwise_grid(x.size), (BLOCK,),
+                         [x, y, mask, np.uint32(dropout_key(seed)), np.uint32(dropout_threshold(p)),
+                          _Real(self._dropout_scale(p)), _Index(x.size)], x.dtype, (x,))
+        return y, mask
+
+    def dropout_backward(self, dy, mask, p):
+        dy = self._input(dy, "dropout_backward dy")
+        mask = self._input(mask, "dropout_backward mask", np.uint8)
+        dx = self.device.empty(dy.shape, dy.dtype)
+        if dy.size:
+            self._launch("dropout", "dropout_backward", self._elementwise_grid(dy.size), (BLOCK,),
+                         [dy, mask, dx, _Real(self._dropout_scale(p)), _Index(dy.size)], dy.dtype, (dy,))
+        return dx
+
+    # ------------------------------------------------------------------ loss
+    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
+    def softmax_cross_entropy(self, logits, labels):
+        logits = self._input(logits, "softmax_cross_entropy logits")
+        labels = self._input(self.xp.asarray(labels).astype(np.int32, copy=False), "labels", np.int32)
+        n, k = logits.shape
+        row_loss = self.device.empty((n,), logits.dtype)
+        grad = self.device.empty((n, k), logits.dtype)
+        rows_per_block = 4  # one warp per row, 128 threads
+        self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, rows_per_block),), (128,),
+                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n)], logits.dtype,
+                     (logits,))
+        return row_loss.sum() / logits.dtype.type(n), grad
+
+    # ------------------------------------------------------------------ optimizers
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+        param = self._in_place(param, "sgd_update param", None)
+        grad = self._input(grad, "sgd_update grad", param.dtype)
+        n, grid = _Index(param.size), self._elementwise_grid(param.size)
+        if velocity is None:
+            self._launch("optimizers", "sgd_update", grid, (BLOCK,), [param, grad, _Real(lr), _Real(weight_decay), n],
+                         param.dtype, (param,))
+            return
+        velocity = self._in_place(velocity, "sgd_update velocity", param.dtype)
+        self._launch("optimizers", "sgd_momentum_update", grid, (BLOCK,),
+                     [param, grad, velocity, _Real(lr), _Real(momentum), _Real(weight_decay), np.int32(bool(nesterov)),
+                      n], param.dtype, (param,))
+
+    def adam_update(self, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        param = self._in_place(param, "adam_update param", None)
+        grad = self._input(grad, "adam_update grad", param.dtype)
+        m = self._in_place(m, "adam_update m", param.dtype)
+        v = self._in_place(v, "adam_update v", param.dtype)
+        step_size = lr / (1 - beta1 ** step)
+        inv_bias2_sqrt = 1 / math.sqrt(1 - beta2 ** step)
+        self._launch("optimizers", "adam_update", self._elementwise_grid(param.size), (BLOCK,),
+                     [param, grad, m, v, _Real(lr), _Real(beta1), _Real(beta2), _Real(eps), _Real(weight_decay),
+                      np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt), _Index(param.size)],
+                     param.dtype, (param,))
+
+
+class _Index:
+    """An ``index_t`` argument: int32, or int64 when the launch uses 64-bit indexing."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = int(value)
+
+
+class _Real:
+    """A ``real`` argument: float32 or float64 with the launch's dtype."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)

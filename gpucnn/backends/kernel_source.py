@@ -1,0 +1,68 @@
+"""Finding and reading ``kernels/*.cu`` (installed as ``gpucnn.kernels`` or in a source checkout).
+
+Every compiler gpucnn uses (CuPy's NVRTC, the NVRTC compile check, the cuda-sim host compiler)
+reads a kernel through ``kernel_source``: the ``#include "common.cuh"`` line is replaced by the
+header's text with ``#line`` markers, so the program is self-contained (CuPy caches by source
+text, so a header change invalidates the cache) and compiler messages still name the right
+file and line.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([\w./-]+)"[ \t]*$', re.MULTILINE)
+
+
+@functools.cache
+def kernel_dir() -> Path:
+    """The folder holding the .cu files."""
+    try:
+        from importlib.resources import files
+
+        installed = Path(str(files("gpucnn.kernels")))
+        if (installed / "common.cuh").is_file():
+            return installed
+    except (ImportError, ModuleNotFoundError, TypeError):
+        pass
+    checkout = Path(__file__).resolve().parents[2] / "kernels"
+    if (checkout / "common.cuh").is_file():
+        return checkout
+    raise FileNotFoundError("gpucnn: kernels/*.cu not found (neither installed as gpucnn.kernels nor beside the "
+                            "package in a source checkout); reinstall gpucnn")
+
+
+def kernel_modules() -> list[str]:
+    """Names of every kernel module (``conv2d`` for ``kernels/conv2d.cu``)."""
+    return sorted(p.stem for p in kernel_dir().glob("*.cu"))
+
+
+def _inline(path: Path, seen: tuple[Path, ...]) -> str:
+    text = path.read_text()
+    out, last = [], 0
+    for match in _INCLUDE.finditer(text):
+        header = path.parent / match.group(1)
+        if header in seen:
+            raise ValueError(f"{path.name}: recursive include of {header.name}")
+        line_after = text.count("\n", 0, match.end()) + 2
+        out.append(text[last:match.start()])
+        out.append(f'#line 1 "{header.name}"\n{_inline(header, seen + (header,))}\n#line {line_after} "{path.name}"')
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def kernel_source(module: str) -> str:
+    """The self-contained source of ``kernels/<module>.cu``."""
+    path = kernel_dir() / f"{module}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"gpucnn: no kernel module {module!r} in {kernel_dir()}")
+    return f'#line 1 "{path.name}"\n' + _inline(path, (path,))
+
+
+def kernel_names(source: str) -> list[str]:
+    """The ``extern "C" __global__`` functions a source defines, in order."""
+    pattern = r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\('
+    return re.findall(pattern, source)

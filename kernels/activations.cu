@@ -1,0 +1,55 @@
+// activations.cu: ReLU, LeakyReLU, sigmoid and tanh, forward and backward.
+//
+// Threads: one element per thread per grid-stride step; any shape, flattened to n elements.
+// Reference: gpucnn/backends/numpy_backend.py, NumpyBackend.relu_forward ... tanh_backward.
+// NaN propagates forward (NaN < 0 is false, so ReLU keeps it), as np.maximum does.
+#include "common.cuh"
+
+extern "C" __global__ void relu_forward(const real* __restrict__ x, real* __restrict__ y, index_t n) {
+    GRID_STRIDE_LOOP(i, n) {
+        real v = x[i];
+        y[i] = v < (real)0 ? (real)0 : v;
+    }
+}
+
+// From the saved output, so the forward may overwrite its input.
+extern "C" __global__ void relu_backward(const real* __restrict__ dy, const real* __restrict__ y,
+                                         real* __restrict__ dx, index_t n) {
+    GRID_STRIDE_LOOP(i, n) { dx[i] = y[i] > (real)0 ? dy[i] : (real)0; }
+}
+
+extern "C" __global__ void leaky_relu_forward(const real* __restrict__ x, real* __restrict__ y,
+                                              real negative_slope, index_t n) {
+    GRID_STRIDE_LOOP(i, n) {
+        real v = x[i];
+        y[i] = v > (real)0 ? v : v * negative_slope;
+    }
+}
+
+extern "C" __global__ void leaky_relu_backward(const real* __restrict__ dy, const real* __restrict__ x,
+                                               real* __restrict__ dx, real negative_slope, index_t n) {
+    GRID_STRIDE_LOOP(i, n) { dx[i] = x[i] > (real)0 ? dy[i] : dy[i] * negative_slope; }
+}
+
+// The two-sided form: exp() only ever sees -|x|, so it never overflows.
+extern "C" __global__ void sigmoid_forward(const real* __restrict__ x, real* __restrict__ y, index_t n) {
+    GRID_STRIDE_LOOP(i, n) {
+        real v = x[i];
+        real e = real_exp(-real_abs(v));
+        y[i] = v >= (real)0 ? (real)1 / ((real)1 + e) : e / ((real)1 + e);
+    }
+}
+
+extern "C" __global__ void sigmoid_backward(const real* __restrict__ dy, const real* __restrict__ y,
+                                            real* __restrict__ dx, index_t n) {
+    GRID_STRIDE_LOOP(i, n) { dx[i] = dy[i] * y[i] * ((real)1 - y[i]); }
+}
+
+extern "C" __global__ void tanh_forward(const real* __restrict__ x, real* __restrict__ y, index_t n) {
+    GRID_STRIDE_LOOP(i, n) { y[i] = real_tanh(x[i]); }
+}
+
+extern "C" __global__ void tanh_backward(const real* __restrict__ dy, const real* __restrict__ y,
+                                         real* __restrict__ dx, index_t n) {
+    GRID_STRIDE_LOOP(i, n) { dx[i] = dy[i] * ((real)1 - y[i] * y[i]); }
+}

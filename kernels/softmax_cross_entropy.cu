@@ -1,0 +1,31 @@
+// softmax_cross_entropy.cu: fused softmax + cross-entropy, loss and gradient in one pass per row.
+//
+// Threads: one warp per row (blockDim.x = 128 -> 4 rows per block); lanes stride over the
+// classes, and the row max and sum come from fixed-order warp butterflies, so the result is
+// reproducible. Reference: NumpyBackend.softmax_cross_entropy.
+// row_loss[r] = log(sum exp(z - max)) - (z[label] - max);  grad = (softmax - onehot) * inv_n.
+#include "common.cuh"
+
+extern "C" __global__ void softmax_cross_entropy(const real* __restrict__ logits, const int* __restrict__ labels,
+                                                 real* __restrict__ row_loss, real* __restrict__ grad,
+                                                 index_t rows, index_t classes, real inv_n) {
+    const int lane = threadIdx.x % 32;
+    const index_t row = (index_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;  // a whole warp leaves together, so the shuffles stay uniform
+    const real* z = logits + row * classes;
+    real* g = grad + row * classes;
+
+    real m = -real_infinity();
+    for (index_t k = lane; k < classes; k += 32) m = (z[k] > m || is_nan(z[k])) ? z[k] : m;
+    m = warp_max(m);
+    real total = 0;
+    for (index_t k = lane; k < classes; k += 32) total += real_exp(z[k] - m);
+    total = warp_sum(total);
+    const real log_total = real_log(total);
+    const int label = labels[row];
+    for (index_t k = lane; k < classes; k += 32) {
+        real p = real_exp(z[k] - m) / total;
+        g[k] = (p - (k == label ? (real)1 : (real)0)) * inv_n;
+    }
+    if (lane == 0) row_loss[row] = log_total - (z[label] - m);
+}
