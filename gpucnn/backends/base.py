@@ -18,12 +18,6 @@ class Backend:
     #: the array type this backend computes on (``numpy.ndarray`` or ``cupy.ndarray``)
     array_type: type = np.ndarray
 
-    def asarray(self, a: Any, dtype: Any = None) -> Any:
-        return np.ascontiguousarray(np.asarray(a, dtype=dtype))
-
-    def to_numpy(self, a: Any) -> np.ndarray:
-        return np.asarray(a)
-
     def owns(self, a: Any) -> bool:
         """True when ``a`` is an array this backend computes on."""
         return isinstance(a, self.array_type)

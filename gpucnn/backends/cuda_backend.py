@@ -48,6 +48,8 @@ class CudaBackend(Backend):
     def __init__(self, device: Device, name: str = "cuda") -> None:
         self.device = device
         self.name = name
+        #: use the 64-bit index build for every launch (tests set it to run that path on small tensors)
+        self.force_index64 = False
         self.xp = device.xp
         self.array_type = device.array_type
 
@@ -83,7 +85,7 @@ class CudaBackend(Backend):
 
     def _launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...],
                 args: list[Any], real: np.dtype, arrays: tuple[Any, ...]) -> None:
-        index64 = any(a.size >= INDEX32_LIMIT for a in arrays)
+        index64 = self.force_index64 or any(a.size >= INDEX32_LIMIT for a in arrays)
         index = np.int64 if index64 else np.int32
         real_t = np.dtype(real).type
         packed = []

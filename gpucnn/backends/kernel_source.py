@@ -39,16 +39,19 @@ def kernel_modules() -> list[str]:
     return sorted(p.stem for p in kernel_dir().glob("*.cu"))
 
 
-def _inline(path: Path, seen: tuple[Path, ...]) -> str:
-    text = path.read_text()
-    out, last = [], 0
+def expand_includes(text: str, name: str, seen: tuple[str, ...] = ()) -> str:
+    """``text`` (the file ``name``) with each ``#include "x"`` of kernels/ replaced by x's text."""
+    out, last = [f'#line 1 "{name}"\n'], 0
     for match in _INCLUDE.finditer(text):
-        header = path.parent / match.group(1)
-        if header in seen:
-            raise ValueError(f"{path.name}: recursive include of {header.name}")
+        header = match.group(1)
+        if header in seen or header == name:
+            raise ValueError(f"{name}: recursive include of {header}")
+        path = kernel_dir() / header
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: #include \"{header}\" not found in {kernel_dir()}")
         line_after = text.count("\n", 0, match.end()) + 2
         out.append(text[last:match.start()])
-        out.append(f'#line 1 "{header.name}"\n{_inline(header, seen + (header,))}\n#line {line_after} "{path.name}"')
+        out.append(f'{expand_includes(path.read_text(), header, seen + (name,))}\n#line {line_after} "{name}"')
         last = match.end()
     out.append(text[last:])
     return "".join(out)
@@ -59,7 +62,7 @@ def kernel_source(module: str) -> str:
     path = kernel_dir() / f"{module}.cu"
     if not path.is_file():
         raise FileNotFoundError(f"gpucnn: no kernel module {module!r} in {kernel_dir()}")
-    return f'#line 1 "{path.name}"\n' + _inline(path, (path,))
+    return expand_includes(path.read_text(), path.name)
 
 
 def kernel_names(source: str) -> list[str]:

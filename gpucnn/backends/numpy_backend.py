@@ -110,6 +110,12 @@ class NumpyBackend(Backend):
     xp = np
     array_type = np.ndarray
 
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(np.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
     # ---------------------------------------------------------------- convolution
     # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):

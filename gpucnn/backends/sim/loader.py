@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernel_source import kernel_names, kernel_source
+from ..kernel_source import expand_includes, kernel_names, kernel_source
 
 HEADER = Path(__file__).with_name("cuda_sim.h")
 _EXTERN_SHARED = re.compile(
@@ -72,13 +72,13 @@ def cache_root() -> Path:
     return cache_dir() / "sim"
 
 
-def translation_unit(module: str) -> tuple[str, list[str]]:
-    """The C++ the host compiler sees for ``kernels/<module>.cu`` and its kernel names.
+def translation_unit(module: str, source: str | None = None) -> tuple[str, list[str]]:
+    """The C++ the host compiler sees for ``kernels/<module>.cu`` (or ``source``) and its kernel names.
 
     ``extern __shared__ T name[];`` becomes a pointer into the block's dynamic shared memory,
     and one exported launcher and one parameter description follow each kernel.
     """
-    source = kernel_source(module)
+    source = kernel_source(module) if source is None else source
     source = _EXTERN_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ::gpucnn_sim::dynamic_shared<{m.group(1)}>();",
                                 source)
     names = kernel_names(source)
@@ -107,10 +107,13 @@ def compile_flags(real: str, index64: bool) -> list[str]:
 _build_lock = threading.Lock()
 
 
-def build(module: str, real: str = "float", index64: bool = False) -> Path:
-    """Compile (or find in the cache) the shared library for one kernel module."""
+def build(module: str, real: str = "float", index64: bool = False, source: str | None = None) -> Path:
+    """Compile (or find in the cache) the shared library for one kernel module.
+
+    ``source`` replaces ``kernels/<module>.cu`` (for kernels of your own, see ``SimDevice.add_source``).
+    """
     compiler = find_compiler()
-    unit, _ = translation_unit(module)
+    unit, _ = translation_unit(module, source)
     flags = compile_flags(real, index64)
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(flags), compiler, version]).encode())
@@ -146,6 +149,18 @@ class SimDevice:
         self.multiprocessor_count = max(1, int(os.environ.get("GPUCNN_SIM_THREADS", os.cpu_count() or 1)))
         self._libraries: dict[tuple[str, str, bool], ctypes.CDLL] = {}
         self._kernels: dict[tuple[str, str, str, bool], tuple[Any, list[int]]] = {}
+        self._sources: dict[str, str] = {}
+        #: how often each kernel has been launched, by name (tests use it to prove coverage)
+        self.launch_counts: dict[str, int] = {}
+
+    def add_source(self, module: str, source: str) -> None:
+        """Make ``module`` refer to CUDA C ``source`` instead of kernels/<module>.cu (to try a kernel
+        of your own on the CPU: printf, gdb and the sanitizers work inside it)."""
+        self._sources[module] = expand_includes(source, f"{module}.cu")
+        for key in [k for k in self._libraries if k[0] == module]:
+            del self._libraries[key]
+        for key in [k for k in self._kernels if k[0] == module]:
+            del self._kernels[key]
 
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(a, dtype=dtype))
@@ -171,7 +186,8 @@ class SimDevice:
         if key not in self._kernels:
             lib_key = (module, c_type, index64)
             if lib_key not in self._libraries:
-                self._libraries[lib_key] = ctypes.CDLL(str(build(module, c_type, index64)))
+                path = build(module, c_type, index64, self._sources.get(module))
+                self._libraries[lib_key] = ctypes.CDLL(str(path))
                 self._libraries[lib_key].gpucnn_sim_last_error.restype = ctypes.c_char_p
             lib = self._libraries[lib_key]
             try:
@@ -212,6 +228,7 @@ class SimDevice:
             keep_alive.append(holder)
             pointers[i] = holder.ctypes.data
         launch = Launch((ctypes.c_uint * 3)(*_dims(grid)), (ctypes.c_uint * 3)(*_dims(block)), shared_mem)
+        self.launch_counts[kernel] = self.launch_counts.get(kernel, 0) + 1
         if function(ctypes.byref(launch), pointers) != 0:
             lib = self._libraries[(module, {"float32": "float", "float64": "double"}[real.name], index64)]
             raise RuntimeError(f"cuda-sim: {kernel}: {lib.gpucnn_sim_last_error().decode()}")
