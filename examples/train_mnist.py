@@ -11,7 +11,6 @@ import argparse
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--save", default=None, help="checkpoint path, written after every epoch")
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop once this many epochs are done (as if interrupted); --resume continues")
     p.add_argument("--plot", default=None, help="PNG path for curves; also writes confusion matrix and filters")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
     return p.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpucnn {gpucnn.__version__}: {args.model} ({model.num_parameters():,} parameters) on backend "
           f"{backend.name!r}, {len(train_x):,} training / {len(test_x):,} test images")
     started = time.perf_counter()
-    history = trainer.fit(train_x, train_y, test_x, test_y, args.epochs)
+    until = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
+    history = trainer.fit(train_x, train_y, test_x, test_y, until)
     elapsed = time.perf_counter() - started
     if history:
         print(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {len(history)} epochs "

@@ -94,7 +94,7 @@ struct ForwardWeights {  // B(tap, k) = w[group*Kg + k, tap]
 };
 
 // x: (N, C, H, W), w: (K, C/G, KH, KW), bias: (K,) -> y: (N, K, OH, OW); grid (pixel tiles, K/G tiles, G)
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_forward(
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2) conv2d_forward(
     const real* __restrict__ x, const real* __restrict__ w, const real* __restrict__ bias, real* __restrict__ y,
     index_t batch, index_t channels, index_t height, index_t width, index_t out_channels, index_t out_h,
     index_t out_w, int kh, int kw, int sh, int sw, int pad_top, int pad_left, int dh, int dw, int groups,
@@ -160,7 +160,7 @@ struct WeightsByInputChannel {  // B((k, i, j), c) = w[group*Kg + k, c, i, j]
 };
 
 // dy: (N, K, OH, OW), w -> dx: (N, C, H, W); grid (input-pixel tiles, C/G tiles, G)
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_backward_input(
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2) conv2d_backward_input(
     const real* __restrict__ dy, const real* __restrict__ w, real* __restrict__ dx, index_t batch,
     index_t channels, index_t height, index_t width, index_t out_channels, index_t out_h, index_t out_w, int kh,
     int kw, int sh, int sw, int pad_top, int pad_left, int dh, int dw, int groups) {
@@ -208,7 +208,7 @@ struct PatchesByPixel {  // B(pixel, tap): the im2col matrix, transposed
 
 // partial[split, k, tap] = sum over this split's pixel range of dy * x;
 // grid (tap tiles, K/G tiles, G * splits)
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_backward_weight(
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2) conv2d_backward_weight(
     const real* __restrict__ dy, const real* __restrict__ x, real* __restrict__ partial, index_t batch,
     index_t channels, index_t height, index_t width, index_t out_channels, index_t out_h, index_t out_w, int kh,
     int kw, int sh, int sw, int pad_top, int pad_left, int dh, int dw, int groups, index_t pixels_per_split) {

@@ -52,7 +52,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, groups):
     """Scatter form: each output gradient flows back along each tap that made it."""
     n_, c_, h_, w_ = x.shape
     k_, cg, kh, kw = w.shape
-    (sh, sw), (pt, pb, pl, pr), (dh, dwl) = stride, padding, dilation
+    (sh, sw), (pt, _pb, pl, _pr), (dh, dwl) = stride, padding, dilation
     kg = k_ // groups
     dx, dw, db = np.zeros(x.shape), np.zeros(w.shape), np.zeros(k_)
     for n in range(n_):

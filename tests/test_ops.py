@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import reference as ref
 from gpucnn.backends.numpy_backend import dropout_mask
+
+import reference as ref
 
 SUM_TOL = dict(rtol=1e-4, atol=1e-5)
 ELEM_TOL = dict(rtol=1e-5, atol=1e-6)

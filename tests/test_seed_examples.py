@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import gpucnn
-import reference as ref
 from gpucnn.backends.shapes import conv_output_size
+
+import reference as ref
 
 
 def test_5x5_image_3x3_filter_stride_1_and_2(backend):

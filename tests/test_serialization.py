@@ -31,7 +31,7 @@ def test_round_trip_with_optimizer(tmp_path, rng):
     opt2 = gpucnn.optim.Adam(other, lr=0.5)
     assert gpucnn.load(path, other, opt2) == {"epoch": 3}
     assert opt2.lr == 0.01 and opt2.step_count == 1
-    for (n, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
+    for (_n, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
         np.testing.assert_array_equal(a.data, b.data)
         np.testing.assert_array_equal(a.state["m"], b.state["m"])
     np.testing.assert_array_equal(model[1].running_var, other[1].running_var)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import gpucnn
-from conftest import _sim_reason
 from gpucnn.backends.kernel_source import kernel_modules, kernel_names, kernel_source
+
+from conftest import _sim_reason
 
 pytestmark = pytest.mark.skipif(_sim_reason() is not None, reason=_sim_reason() or "")
 
