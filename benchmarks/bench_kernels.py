@@ -167,7 +167,7 @@ def bench_lenet_step(repeat: int) -> list[dict]:
             def ours():
                 opt.zero_grad()
                 loss_fn(model(xd), yd)
-                model.backward(loss_fn.backward())
+                model.backward_params(loss_fn.backward())
                 opt.step()
 
         net = torch.nn.Sequential(
@@ -206,8 +206,8 @@ def main() -> int:
               f"cupy {cp.__version__}, copy bandwidth {peak:.0f} GB/s, float32, TF32 off")
     print(header)
     if args.out:
-        lines = [f"# Kernel benchmark\n\n{header}\n", "| op | case | gpucnn ms | torch ms | ratio | rel err | % copy BW |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [f"# Kernel benchmark\n\n{header}\n",
+                 "| op | case | gpucnn ms | torch ms | ratio | rel err | % copy BW |", "|---|---|---|---|---|---|---|"]
         for r in rows:
             bw = f"{100 * r['bandwidth_fraction']:.0f}" if "bandwidth_fraction" in r else ""
             err = f"{r['rel_err']:.1e}" if r["rel_err"] is not None else ""

@@ -97,7 +97,7 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
         optimizer.zero_grad()
         logits = model.forward(x)
         loss = loss_fn(logits, y)
-        model.backward(loss_fn.backward())
+        model.backward_params(loss_fn.backward())  # the images need no gradient
         optimizer.step()
         total += loss * len(y)
         seen += len(y)

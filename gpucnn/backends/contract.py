@@ -17,9 +17,10 @@ from __future__ import annotations
 OPS: dict[str, str] = {
     # convolution
     "conv2d_forward": (
-        "(x, w, b|None, stride, padding, dilation, groups, relu=False) -> y; "
+        "(x, w, b|None, stride, padding, dilation, groups, relu=False, keep_for_backward=False) -> y; "
         "x: (N, C, H, W), w: (K, C/groups, KH, KW), b: (K,) -> y: (N, K, OH, OW); "
-        "relu=True fuses max(y, 0) into the epilogue"
+        "relu=True fuses max(y, 0) into the epilogue; keep_for_backward hints that conv2d_backward "
+        "will follow on the same x (a backend may keep work for it)"
     ),
     "conv2d_backward": (
         "(dy, x, w, stride, padding, dilation, groups, need_input_grad=True) -> (dx|None, dw, db); "

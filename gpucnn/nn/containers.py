@@ -30,9 +30,9 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy: Any) -> Any:
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+    def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i]._backward_maybe_input(dy, need_input_grad or i > 0)
         return dy
 
 
@@ -60,12 +60,13 @@ class Concat(Module):
         self._sizes = [s[self.axis] for s in shapes]
         return self.backend.xp.concatenate(outputs, axis=self.axis)
 
-    def backward(self, dy: Any) -> Any:
+    def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
         xp = self.backend.xp
         bounds = [sum(self._sizes[:i + 1]) for i in range(len(self._sizes) - 1)]
         pieces = xp.split(dy, bounds, axis=self.axis)
         dx = None
         for branch, piece in zip(self.branches, pieces):
-            grad = branch.backward(xp.ascontiguousarray(piece))
-            dx = grad if dx is None else dx + grad
+            grad = branch._backward_maybe_input(xp.ascontiguousarray(piece), need_input_grad)
+            if grad is not None:
+                dx = grad if dx is None else dx + grad
         return dx

@@ -146,14 +146,15 @@ class Conv2d(Module):
                             f"{self.weight.data.dtype}")
         self._x = x
         return self.backend.conv2d_forward(x, self.dense_weight(), None if self.bias is None else self.bias.data,
-                                           self.stride, self.padding, self.dilation, self.groups)
+                                           self.stride, self.padding, self.dilation, self.groups,
+                                           keep_for_backward=self.training)
 
-    # dy: (N, K, OH, OW) -> dx: (N, C, H, W)
-    def backward(self, dy: Any) -> Any:
+    # dy: (N, K, OH, OW) -> dx: (N, C, H, W), or None when need_input_grad is False (a first layer)
+    def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
         if self._x is None:
             raise RuntimeError(f"{self._layer_name()}: backward called before forward")
         dx, dw, db = self.backend.conv2d_backward(dy, self._x, self.dense_weight(), self.stride, self.padding,
-                                                  self.dilation, self.groups)
+                                                  self.dilation, self.groups, need_input_grad=need_input_grad)
         if self.connection is not None:
             dw = dw[self._conn_index]
         self.weight.accumulate(dw)
@@ -188,6 +189,6 @@ class Conv1d(Conv2d):
         y = super().forward(x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]))
         return y.reshape(y.shape[0], y.shape[1], y.shape[3])
 
-    def backward(self, dy: Any) -> Any:
-        dx = super().backward(dy.reshape(dy.shape[0], dy.shape[1], 1, dy.shape[2]))
-        return dx.reshape(dx.shape[0], dx.shape[1], dx.shape[3])
+    def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
+        dx = super().backward(dy.reshape(dy.shape[0], dy.shape[1], 1, dy.shape[2]), need_input_grad)
+        return None if dx is None else dx.reshape(dx.shape[0], dx.shape[1], dx.shape[3])
