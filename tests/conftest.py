@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gpucnn
+# parity runs compare against float32/float64 references: keep CuPy's matmuls (Linear) off TF32
+os.environ.setdefault("CUPY_TF32", "0")
+
+import gpucnn  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -145,3 +145,24 @@ def test_batchnorm_eval_uses_running_statistics(backend):
     expected = (x - 0.5 * mean.reshape(1, 2, 1, 1)) / np.sqrt(0.5 + 0.5 * var.reshape(1, 2, 1, 1) + 1e-5)
     np.testing.assert_allclose(y, expected, rtol=1e-10)
     _check_layer(bn, x, backend, rng)
+
+
+def test_fused_conv_relu_matches_separate_layers(backend):
+    """Sequential runs Conv2d + ReLU as one op; results must equal running them one by one."""
+    rng = np.random.default_rng(9)
+    model = _make(backend, lambda: gpucnn.Sequential(gpucnn.Conv2d(2, 3, 3, padding=1, dtype=np.float64),
+                                                     gpucnn.ReLU()))
+    x = backend.asarray(rng.standard_normal((2, 2, 5, 5)))
+    conv, relu = model[0], model[1]
+    separate = backend.to_numpy(relu.forward(conv.forward(x)))
+    dy = backend.asarray(rng.standard_normal(separate.shape))
+    model.zero_grad()
+    dx_separate = backend.to_numpy(conv.backward(relu.backward(dy)))
+    dw_separate = backend.to_numpy(conv.weight.grad)
+    fused = backend.to_numpy(model.forward(x))
+    model.zero_grad()
+    dx_fused = backend.to_numpy(model.backward(dy))
+    np.testing.assert_array_equal(fused, separate)
+    assert (fused == 0).any() and (fused > 0).any()
+    np.testing.assert_array_equal(dx_fused, dx_separate)
+    np.testing.assert_array_equal(backend.to_numpy(conv.weight.grad), dw_separate)

@@ -118,6 +118,7 @@ class NumpyBackend(Backend):
         self._saved_columns: dict[int, tuple[np.ndarray, tuple, np.ndarray]] = {}
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
+        """x's im2col matrix, reused from a training forward when one kept it."""
         geometry = (x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
             saved = self._saved_columns.pop(id(x), None)
@@ -146,8 +147,7 @@ class NumpyBackend(Backend):
         cols = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward)
         r = cg * kh * kw
         y = np.matmul(w.reshape(groups, k // groups, r), cols.reshape(groups, r, n * oh * ow))
-        y = y.reshape(k, n, oh, ow).transpose(1, 0, 2, 3)
-        y = np.ascontiguousarray(y)
+        y = np.ascontiguousarray(y.reshape(k, n, oh, ow).transpose(1, 0, 2, 3))
         if b is not None:
             y += b.reshape(1, k, 1, 1)
         if relu:
@@ -162,7 +162,8 @@ class NumpyBackend(Backend):
         r = cg * kh * kw
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(groups, k // groups, n * oh * ow)
         cols = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True).reshape(groups, r, -1)
-        dw = np.matmul(dy_mat, cols.transpose(0, 2, 1)).reshape(w.shape)
+        # (cols @ dy.T).T: OpenBLAS runs this orientation of the long, thin product about 1.5x faster
+        dw = np.matmul(cols, dy_mat.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(w.shape)
         db = dy.sum(axis=(0, 2, 3))
         if not need_input_grad:
             return None, dw, db
@@ -229,6 +230,15 @@ class NumpyBackend(Backend):
         h, w = x_shape[2:]
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         oh, ow = dy.shape[2:]
+        if (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (h, w) == (oh * kh, ow * kw):
+            # the windows tile the input exactly: every input cell is written once, no zero fill
+            dx = np.empty(x_shape, dtype=dy.dtype)
+            tiles = dx.reshape(x_shape[0], x_shape[1], oh, kh, ow, kw)
+            corner = (np.arange(oh) * kh)[:, None] * w + (np.arange(ow) * kw)[None, :]
+            for i in range(kh):
+                for j in range(kw):
+                    np.multiply(dy, argmax == corner + (i * w + j), out=tiles[:, :, :, i, :, j])
+            return dx
 
         def routed(i, j):
             rows = np.arange(oh) * sh - ph + i

@@ -24,6 +24,12 @@ class ReLU(_Activation):
     def backward(self, dy: Any) -> Any:
         return self.backend.relu_backward(dy, self._y)
 
+    def adopt_output(self, y: Any) -> Any:
+        """Take ``y``, already rectified by the layer before (a fused conv + ReLU), as this
+        layer's output; backward needs only the output."""
+        self._y = y
+        return y
+
 
 class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.01) -> None:

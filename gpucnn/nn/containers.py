@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .activation import ReLU
+from .conv import Conv2d
 from .module import Module
 
 
@@ -26,8 +28,17 @@ class Sequential(Module):
         return iter(self.layers)
 
     def forward(self, x: Any) -> Any:
-        for layer in self.layers:
-            x = layer.forward(x)
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            after = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if type(layer) is Conv2d and type(after) is ReLU:
+                # one op instead of two: the conv kernel's epilogue rectifies its output
+                x = after.adopt_output(layer.forward(x, relu=True))
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
         return x
 
     def backward(self, dy: Any, need_input_grad: bool = True) -> Any:

@@ -137,8 +137,9 @@ class Conv2d(Module):
             raise ValueError(f"{self._layer_name()}: kernel of extent ({span_h}, {span_w}) is larger than the "
                              f"padded input ({padded[0]}, {padded[1]}) for input shape {tuple(x.shape)}")
 
-    # x: (N, C, H, W) -> y: (N, K, OH, OW)
-    def forward(self, x: Any) -> Any:
+    # x: (N, C, H, W) -> y: (N, K, OH, OW); relu=True applies max(y, 0) in the same op (Sequential
+    # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
+    def forward(self, x: Any, relu: bool = False) -> Any:
         self._check_input(x, 4, self.in_channels)
         self._check_fits(x)
         if x.dtype != self.weight.data.dtype:
@@ -146,7 +147,7 @@ class Conv2d(Module):
                             f"{self.weight.data.dtype}")
         self._x = x
         return self.backend.conv2d_forward(x, self.dense_weight(), None if self.bias is None else self.bias.data,
-                                           self.stride, self.padding, self.dilation, self.groups,
+                                           self.stride, self.padding, self.dilation, self.groups, relu=relu,
                                            keep_for_backward=self.training)
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), or None when need_input_grad is False (a first layer)
