@@ -127,7 +127,7 @@ def _progress(total: int | None, desc: str) -> Any:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False, disable=None)
 
 
 def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:

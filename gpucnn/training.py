@@ -64,7 +64,8 @@ def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
         from tqdm import tqdm
     except ImportError:
         return _TextBar(total, desc)
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal, so logs (CI, nohup) stay readable
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000,
