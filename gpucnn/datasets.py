@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import sys
 import tempfile
 import urllib.error
@@ -262,13 +261,3 @@ class BatchIterator:
             if not self.resident:
                 x, y = self.backend.asarray(x), self.backend.asarray(y)
             yield x, y
-
-
-def copy_mnist(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy the four MNIST files from one directory to another (e.g. into the cache)."""
-    found = locate_mnist(source)
-    if found is None:
-        raise DatasetNotFoundError(f"no complete MNIST in {source}")
-    Path(target).mkdir(parents=True, exist_ok=True)
-    for path in found.values():
-        shutil.copy2(path, Path(target) / path.name)

@@ -166,3 +166,24 @@ def test_fused_conv_relu_matches_separate_layers(backend):
     assert (fused == 0).any() and (fused > 0).any()
     np.testing.assert_array_equal(dx_fused, dx_separate)
     np.testing.assert_array_equal(backend.to_numpy(conv.weight.grad), dw_separate)
+
+
+def test_backward_params_skips_only_the_input_gradient(backend):
+    """backward_params (used for training: images need no gradient) gives the same parameter
+    gradients as backward, for a model whose first layer is a conv inside nested containers."""
+    rng = np.random.default_rng(4)
+    model = _make(backend, lambda: gpucnn.Sequential(
+        gpucnn.Concat(gpucnn.Conv2d(1, 2, 3, padding=1, dtype=np.float64),
+                      gpucnn.Sequential(gpucnn.Conv2d(1, 1, 1, dtype=np.float64), gpucnn.Tanh())),
+        gpucnn.ReLU(), gpucnn.Flatten(), gpucnn.Linear(48, 3, dtype=np.float64)))
+    x = backend.asarray(rng.standard_normal((2, 1, 4, 4)))
+    dy = backend.asarray(rng.standard_normal((2, 3)))
+    model(x)
+    model.zero_grad()
+    assert model.backward(dy).shape == (2, 1, 4, 4)
+    full = [backend.to_numpy(p.grad) for p in model.params()]
+    model(x)
+    model.zero_grad()
+    assert model.backward_params(dy) is None
+    for a, p in zip(full, model.params()):
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), a)

@@ -10,6 +10,8 @@ from .module import Module
 
 
 class Sequential(Module):
+    can_skip_input_grad = True
+
     def __init__(self, *layers: Module) -> None:
         super().__init__()
         for i, layer in enumerate(layers):
@@ -50,6 +52,8 @@ class Sequential(Module):
 class Concat(Module):
     """Runs every branch on the same input and concatenates their outputs on ``axis`` (channels):
     the shape of an Inception block, e.g. 1x1, 1x1->3x3 and pool->1x1 branches side by side."""
+
+    can_skip_input_grad = True
 
     def __init__(self, *branches: Module, axis: int = 1) -> None:
         super().__init__()

@@ -55,6 +55,8 @@ class Conv2d(Module):
     packed as (connections, KH, KW) and expanded to a dense, zero-filled filter bank for the op.
     """
 
+    can_skip_input_grad = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: Padding = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,

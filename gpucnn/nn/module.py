@@ -147,8 +147,11 @@ class Module:
         (Conv2d, and containers starting with one) then skip computing the input gradient."""
         self._backward_maybe_input(dy, need_input_grad=False)
 
+    #: layers whose ``backward`` takes ``need_input_grad`` (Conv2d, Sequential, Concat) set this
+    can_skip_input_grad = False
+
     def _backward_maybe_input(self, dy: Any, need_input_grad: bool) -> Any:
-        if need_input_grad or not _skips_input_grad(self):
+        if need_input_grad or not self.can_skip_input_grad:
             return self.backward(dy)
         return self.backward(dy, need_input_grad=False)
 
@@ -183,13 +186,6 @@ class Module:
         for name, child in self._children.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
-
-
-def _skips_input_grad(module: Module) -> bool:
-    """Whether ``module.backward`` takes ``need_input_grad`` (Conv2d, Sequential, Concat)."""
-    import inspect
-
-    return "need_input_grad" in inspect.signature(module.backward).parameters
 
 
 def as_float_dtype(dtype: Any, owner: str) -> np.dtype:
