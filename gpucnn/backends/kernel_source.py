@@ -18,18 +18,12 @@ _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([\w./-]+)"[ \t]*$', re.MULT
 
 @functools.cache
 def kernel_dir() -> Path:
-    """The folder holding the .cu files."""
-    try:
-        from importlib.resources import files
-
-        installed = Path(str(files("gpucnn.kernels")))
-        if (installed / "common.cuh").is_file():
-            return installed
-    except (ImportError, ModuleNotFoundError, TypeError):
-        pass
-    checkout = Path(__file__).resolve().parents[2] / "kernels"
-    if (checkout / "common.cuh").is_file():
-        return checkout
+    """The folder holding the .cu files: gpucnn/kernels/ when installed (pyproject.toml maps the
+    repository's kernels/ there), or kernels/ beside the package in a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "kernels", package.parent / "kernels"):
+        if (candidate / "common.cuh").is_file():
+            return candidate
     raise FileNotFoundError("gpucnn: kernels/*.cu not found (neither installed as gpucnn.kernels nor beside the "
                             "package in a source checkout); reinstall gpucnn")
 
