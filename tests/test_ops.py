@@ -276,3 +276,23 @@ def test_adam_update(backend, rng, decoupled):
         mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
         pp = pp - lr * mhat / (np.sqrt(vhat) + eps)
     np.testing.assert_allclose(backend.to_numpy(P), pp, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
+    """The numpy backend runs convolutions over the batch in chunks; uneven chunks must give the
+    same result as the reference, and the weight gradient sums over every chunk."""
+    from gpucnn.backends.numpy_backend import NumpyBackend
+
+    monkeypatch.setattr(NumpyBackend, "BATCH_CHUNK", 2)
+    backend = NumpyBackend()
+    x = rng.standard_normal((5, 4, 7, 6)).astype(np.float32)
+    wt = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    args = ((2, 1), (1, 2, 0, 1), (1, 2), 2)
+    y = backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True)
+    np.testing.assert_allclose(y, ref.conv2d(x, wt, None, *args), **SUM_TOL)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = backend.conv2d_backward(dy, x, wt, *args)
+    rdx, rdw, rdb = ref.conv2d_backward(dy, x, wt, *args)
+    np.testing.assert_allclose(dx, rdx, **SUM_TOL)
+    np.testing.assert_allclose(dw, rdw, **SUM_TOL)
+    np.testing.assert_allclose(db, rdb, **SUM_TOL)
