@@ -156,3 +156,47 @@ def test_random_shift_moves_each_image_within_bounds():
     positions = {(int(np.argmax(s[0]) // 8), int(np.argmax(s[0]) % 8)) for s in shifted}
     assert all(2 <= r <= 6 and 2 <= c <= 6 for r, c in positions) and len(positions) > 5
     assert (shifted.sum(axis=(1, 2, 3)) == 1).all()  # nothing lost, nothing duplicated
+
+
+class _FakeResponse:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.headers = data, {"Content-Length": str(len(data))}
+
+    def read(self, size: int = -1) -> bytes:
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_falls_back_across_mirrors_and_verifies(isolated, monkeypatch):
+    """No network: urlopen serves a fake set. The first mirror is down, the second serves a
+    corrupt file (rejected by its checksum), the third the right one, which is then cached."""
+    source = isolated / "served"
+    hashes, arrays = fake_mnist(source)
+    monkeypatch.setattr(datasets, "MNIST_FILES", hashes)
+    requested = []
+
+    def urlopen(url, timeout):
+        requested.append(url)
+        if url.startswith("http://down/"):
+            raise urllib.error.URLError("connection refused (test)")
+        name = url.rsplit("/", 1)[1]
+        if url.startswith("http://corrupt/"):
+            return _FakeResponse(gzip.compress(b"not an idx file"))
+        return _FakeResponse((source / name).read_bytes())
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    data = load_mnist(isolated / "nowhere", mirrors=("http://down/", "http://corrupt/", "http://good/"))
+    np.testing.assert_array_equal(data.train_labels, arrays["train-labels-idx1-ubyte"])
+    assert len(requested) == 12  # three mirrors tried for each of the four files
+    cached = isolated / "cache" / "gpucnn" / "mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(f"{stem}.gz" for stem in hashes)
+    # the second load finds the cache and downloads nothing
+    requested.clear()
+    load_mnist(isolated / "nowhere", mirrors=("http://down/",))
+    assert requested == []

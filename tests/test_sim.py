@@ -238,3 +238,24 @@ def test_out_of_bounds_write_is_caught_by_the_sanitizer(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0 and "no error" not in out.stdout
     assert "heap-buffer-overflow" in out.stderr and "write_past_end" in out.stderr
+
+
+def test_builds_are_cached_by_source_and_flags(tmp_path, monkeypatch):
+    from gpucnn.backends.sim import loader
+
+    monkeypatch.setenv("GPUCNN_SIM_CACHE", str(tmp_path))
+    first = loader.build("activations", "float", False)
+    stamp = first.stat().st_mtime_ns
+    compiles = []
+    real_run = loader.subprocess.run
+
+    def counting_run(command, **kwargs):
+        if "-o" in command:
+            compiles.append(command)
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(loader.subprocess, "run", counting_run)
+    assert loader.build("activations", "float", False) == first and first.stat().st_mtime_ns == stamp
+    assert compiles == []  # a second run starts from the cache
+    other = loader.build("activations", "double", False)  # other flags: another library
+    assert other != first and len(compiles) == 1
