@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             print("--plot needs matplotlib: pip install 'gpucnn[examples]' (or pip install matplotlib)",
                   file=sys.stderr)
             return 2
-    backend = gpucnn.set_backend(args.backend) if args.backend else gpucnn.get_backend()
+    try:
+        backend = gpucnn.set_backend(args.backend) if args.backend else gpucnn.get_backend()
+    except RuntimeError as exc:  # e.g. --backend cuda without CuPy or a GPU: say which, no traceback
+        print(exc, file=sys.stderr)
+        return 2
     try:
         data = load_mnist(args.data_dir)
     except DatasetNotFoundError as exc:

@@ -58,3 +58,13 @@ def test_example_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
     assert train_mnist.main(["--data-dir", str(tmp_path / "none"), "--epochs", "1", "--no-progress"]) == 1
     assert "Put the four files" in capsys.readouterr().err
+
+
+def test_example_without_gpu_says_what_is_missing(capsys):
+    import gpucnn
+
+    if gpucnn.cuda_is_available():
+        pytest.skip("this machine has a GPU")
+    assert train_mnist.main(["--backend", "cuda", "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the cuda backend needs" in err and "Traceback" not in err

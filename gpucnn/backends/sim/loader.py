@@ -150,6 +150,8 @@ class SimDevice:
         self._libraries: dict[tuple[str, str, bool], ctypes.CDLL] = {}
         self._kernels: dict[tuple[str, str, str, bool], tuple[Any, list[int]]] = {}
         self._sources: dict[str, str] = {}
+        # the emulator's block pool runs one launch at a time, and ctypes releases the GIL
+        self._launch_lock = threading.Lock()
         #: how often each kernel has been launched, by name (tests use it to prove coverage)
         self.launch_counts: dict[str, int] = {}
 
@@ -229,7 +231,9 @@ class SimDevice:
             pointers[i] = holder.ctypes.data
         launch = Launch((ctypes.c_uint * 3)(*_dims(grid)), (ctypes.c_uint * 3)(*_dims(block)), shared_mem)
         self.launch_counts[kernel] = self.launch_counts.get(kernel, 0) + 1
-        if function(ctypes.byref(launch), pointers) != 0:
+        with self._launch_lock:
+            status = function(ctypes.byref(launch), pointers)
+        if status != 0:
             lib = self._libraries[(module, {"float32": "float", "float64": "double"}[real.name], index64)]
             raise RuntimeError(f"cuda-sim: {kernel}: {lib.gpucnn_sim_last_error().decode()}")
 
