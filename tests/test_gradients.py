@@ -187,3 +187,21 @@ def test_backward_params_skips_only_the_input_gradient(backend):
     assert model.backward_params(dy) is None
     for a, p in zip(full, model.params()):
         np.testing.assert_array_equal(backend.to_numpy(p.grad), a)
+
+
+def test_eval_forward_in_batch_chunks_matches_whole_batch(backend, monkeypatch):
+    """In eval mode a Sequential may run over slices of the batch (backend.eval_batch_chunk)."""
+    rng = np.random.default_rng(2)
+    model = _make(backend, lambda: gpucnn.Sequential(
+        gpucnn.Conv2d(1, 2, 3, dtype=np.float64), gpucnn.BatchNorm2d(2, dtype=np.float64), gpucnn.ReLU(),
+        gpucnn.MaxPool2d(2), gpucnn.Dropout(0.5), gpucnn.Flatten(), gpucnn.Linear(8, 3, dtype=np.float64)))
+    x = backend.asarray(rng.standard_normal((7, 1, 6, 6)))
+    model(x)  # a training step's forward moves the running statistics
+    model.eval()
+    monkeypatch.setattr(type(backend), "eval_batch_chunk", None)
+    whole = backend.to_numpy(model(x))
+    monkeypatch.setattr(type(backend), "eval_batch_chunk", 3)
+    chunked = backend.to_numpy(model(x))
+    # not bitwise: BLAS blocks a product differently for other matrix sizes
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-14)
+    assert chunked.shape == (7, 3)

@@ -17,6 +17,9 @@ class Backend:
     xp: ModuleType = np
     #: the array type this backend computes on (``numpy.ndarray`` or ``cupy.ndarray``)
     array_type: type = np.ndarray
+    #: in eval mode a Sequential runs batches larger than this in chunks of this many samples,
+    #: so that every layer's activations stay in cache (None: whole batches, as a GPU wants)
+    eval_batch_chunk: int | None = None
 
     def owns(self, a: Any) -> bool:
         """True when ``a`` is an array this backend computes on."""

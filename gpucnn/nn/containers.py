@@ -30,6 +30,15 @@ class Sequential(Module):
         return iter(self.layers)
 
     def forward(self, x: Any) -> Any:
+        chunk = self.backend.eval_batch_chunk
+        if not self.training and chunk and getattr(x, "ndim", 0) >= 1 and x.shape[0] > chunk:
+            # eval mode: every layer treats samples independently, so run the whole stack over
+            # cache-sized slices of the batch (the CPU backend asks for this; a GPU does not)
+            parts = [self._forward_layers(x[start:start + chunk]) for start in range(0, x.shape[0], chunk)]
+            return self.backend.xp.concatenate(parts)
+        return self._forward_layers(x)
+
+    def _forward_layers(self, x: Any) -> Any:
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
