@@ -212,7 +212,7 @@ def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np)
         return x
     n, c, h, w = x.shape
     offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
-    background = x.min()
+    background = float(x.min())  # a host scalar: xp.full may not take a 0-d device array
     padded = xp.full((n, c, h + 2 * max_shift, w + 2 * max_shift), background, dtype=x.dtype)
     padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = x
     rows = xp.asarray(np.arange(h)[None, :] + max_shift + offsets[:, :1])   # (N, H)
