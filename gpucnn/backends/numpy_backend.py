@@ -166,12 +166,13 @@ class NumpyBackend(Backend):
         w_mat = w.reshape(groups, k // groups, r)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
         for start, stop, cols in self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward):
-            part = np.matmul(w_mat, cols.reshape(groups, r, -1))
+            part = np.matmul(w_mat, cols.reshape(groups, r, -1)).reshape(k, -1)
+            # bias and ReLU on the chunk while it is in cache, not as passes over the whole output
+            if b is not None:
+                part += b[:, None]
+            if relu:
+                np.maximum(part, 0, out=part)
             y[start:stop] = part.reshape(k, oh, ow, stop - start).transpose(3, 0, 1, 2)
-        if b is not None:
-            y += b.reshape(1, k, 1, 1)
-        if relu:
-            np.maximum(y, 0, out=y)
         return y
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
