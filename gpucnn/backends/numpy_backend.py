@@ -1,8 +1,9 @@
 """The NumPy backend: vectorised reference implementations of every contract op.
 
-No Python loop runs over pixels or batch elements; the only loops are over kernel
-offsets (at most KH*KW iterations), each a whole-tensor strided operation. These are
-also the references the CUDA kernels are tested against (see each ``kernels/*.cu``).
+No Python loop runs over pixels or single images: the loops are over kernel offsets (at most
+KH*KW iterations, each a whole-tensor strided operation) and, in convolutions, over chunks of
+64 images (BATCH_CHUNK). These are also the references the CUDA kernels are tested against
+(see each ``kernels/*.cu``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _im2col(x, kh, kw, stride, padding, dilation, oh, ow) -> np.ndarray:
         for j in range(kw):
             cols[:, i, j] = x_last[:, rows, j * dw:j * dw + sw * (ow - 1) + 1:sw]
     return cols.reshape(c * kh * kw, oh * ow * n)
+
 
 def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
     """Sum window-shaped contributions back onto the input grid.
@@ -128,9 +130,10 @@ class NumpyBackend(Backend):
     eval_batch_chunk = 32
 
     def __init__(self) -> None:
-        # id(x) -> (x, geometry, cols): a training forward keeps its im2col matrix so the backward
-        # pass need not build it again; holding x keeps its id from being reused meanwhile
-        self._saved_columns: dict[int, tuple[np.ndarray, tuple, np.ndarray]] = {}
+        # id(x) -> (x, geometry, [(start, stop, cols)]): a training forward keeps its im2col
+        # matrices so the backward pass need not build them again; holding x keeps its id from
+        # being reused meanwhile
+        self._saved_columns: dict[int, tuple[np.ndarray, tuple, list[tuple[int, int, np.ndarray]]]] = {}
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """x's im2col matrices, one per batch chunk, as [(start, stop, cols)]; reused from a
