@@ -296,3 +296,22 @@ def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
     np.testing.assert_allclose(dx, rdx, **SUM_TOL)
     np.testing.assert_allclose(dw, rdw, **SUM_TOL)
     np.testing.assert_allclose(db, rdb, **SUM_TOL)
+
+
+def test_numpy_weight_gradient_blocked_reduction(rng):
+    """A first-layer-like conv (tiny weight, long reduction) takes the blocked path of
+    _products_over_long_axis, remainder block included; it must match the reference."""
+    from gpucnn.backends.numpy_backend import NumpyBackend, _products_over_long_axis
+
+    a = rng.standard_normal((2, 7, 5 * 1024 + 37)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 5 * 1024 + 37)).astype(np.float32)
+    expected = np.einsum("grl,gkl->gkr", a.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(_products_over_long_axis(a, b), expected, rtol=1e-4, atol=1e-3)
+
+    backend = NumpyBackend()
+    x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)  # L = 30*30*8 = 7200: 7 blocks + 32
+    wt = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    args = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    dy = rng.standard_normal((8, 2, 30, 30)).astype(np.float32)
+    _, dw, _ = backend.conv2d_backward(dy, x, wt, *args, need_input_grad=False)
+    np.testing.assert_allclose(dw, ref.conv2d_backward(dy, x, wt, *args)[1], rtol=1e-4, atol=1e-3)
