@@ -106,17 +106,24 @@ def _pool_id(case):
     return f"h{h}w{w}k{k[0]}{k[1]}s{s[0]}{s[1]}p{p[0]}{p[1]}{'ceil' if ceil else 'floor'}"
 
 
-@pytest.mark.parametrize("case", POOL_CASES, ids=_pool_id)
-def test_maxpool2d(backend, rng, case):
-    n, c, h, w, kernel, stride, padding, ceil_mode = case
-    x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float32)  # distinct: no ties
-    y, idx = backend.maxpool2d_forward(_put(backend, x, False), kernel, stride, padding, ceil_mode)
+def check_maxpool2d(backend, x, x_on_backend, kernel, stride, padding, ceil_mode, rng, tolerance):
+    """Forward value and argmax exactly as the reference, backward within ``tolerance``;
+    returns the output gradient it used."""
+    y, idx = backend.maxpool2d_forward(x_on_backend, kernel, stride, padding, ceil_mode)
     ry, ridx = ref.maxpool2d(x, kernel, stride, padding, ceil_mode)
     np.testing.assert_array_equal(backend.to_numpy(y), ry)
     np.testing.assert_array_equal(backend.to_numpy(idx), ridx)
     dy = rng.standard_normal(ry.shape).astype(np.float32)
     dx = backend.maxpool2d_backward(backend.asarray(dy), idx, x.shape, kernel, stride, padding)
-    np.testing.assert_allclose(backend.to_numpy(dx), ref.maxpool2d_backward(dy, ridx, x.shape), **ELEM_TOL)
+    np.testing.assert_allclose(backend.to_numpy(dx), ref.maxpool2d_backward(dy, ridx, x.shape), **tolerance)
+    return dy
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=_pool_id)
+def test_maxpool2d(backend, rng, case):
+    n, c, h, w, kernel, stride, padding, ceil_mode = case
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float32)  # distinct: no ties
+    check_maxpool2d(backend, x, _put(backend, x, False), kernel, stride, padding, ceil_mode, rng, ELEM_TOL)
 
 
 def test_maxpool2d_ties_nan_and_negative(backend):

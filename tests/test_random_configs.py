@@ -9,6 +9,7 @@ import pytest
 from gpucnn.backends.shapes import conv_output_size, pool_output_size
 
 import reference as ref
+from test_ops import check_maxpool2d
 
 SUM_TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -70,13 +71,7 @@ def test_random_pooling(backend, config):
     n, c, h, w, kernel, stride, padding, ceil_mode = config
     rng = np.random.default_rng(abs(hash(config)) % (1 << 32))
     x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float32) - n * c * h * w / 2
-    y, idx = backend.maxpool2d_forward(backend.asarray(x), kernel, stride, padding, ceil_mode)
-    ry, ridx = ref.maxpool2d(x, kernel, stride, padding, ceil_mode)
-    np.testing.assert_array_equal(backend.to_numpy(y), ry)
-    np.testing.assert_array_equal(backend.to_numpy(idx), ridx)
-    dy = rng.standard_normal(ry.shape).astype(np.float32)
-    dx = backend.maxpool2d_backward(backend.asarray(dy), idx, x.shape, kernel, stride, padding)
-    np.testing.assert_allclose(backend.to_numpy(dx), ref.maxpool2d_backward(dy, ridx, x.shape), **SUM_TOL)
+    dy = check_maxpool2d(backend, x, backend.asarray(x), kernel, stride, padding, ceil_mode, rng, SUM_TOL)
     for include in (True, False):
         ya = backend.avgpool2d_forward(backend.asarray(x), kernel, stride, padding, ceil_mode, include)
         np.testing.assert_allclose(backend.to_numpy(ya), ref.avgpool2d(x, kernel, stride, padding, ceil_mode, include),
