@@ -35,14 +35,11 @@ extern "C" __global__ void avgpool2d_backward(const real* __restrict__ dy, real*
     GRID_STRIDE_LOOP(i, planes * height * width) {
         const index_t w = i % width, h = (i / width) % height, plane = i / (width * height);
         const real* dyp = dy + plane * out_h * out_w;
-        index_t oh0, oh1, ow0, ow1;
-        windows_containing(h, kh, sh, ph, out_h, &oh0, &oh1);
-        windows_containing(w, kw, sw, pw, out_w, &ow0, &ow1);
         real total = 0;
-        for (index_t oh = oh0; oh <= oh1; ++oh)
-            for (index_t ow = ow0; ow <= ow1; ++ow)
-                total += dyp[oh * out_w + ow] /
-                         pool_divisor(oh * sh - ph, ow * sw - pw, kh, kw, height, width, ph, pw, count_include_pad);
+        for_each_window_containing(h, w, kh, kw, sh, sw, ph, pw, out_h, out_w, [&](index_t oh, index_t ow) {
+            total += dyp[oh * out_w + ow] /
+                     pool_divisor(oh * sh - ph, ow * sw - pw, kh, kw, height, width, ph, pw, count_include_pad);
+        });
         dx[i] = total;
     }
 }

@@ -60,6 +60,19 @@ __device__ __forceinline__ void windows_containing(index_t pos, int kernel, int 
     *last = hi > out_size - 1 ? out_size - 1 : hi;
 }
 
+// Calls visit(oh, ow) for every output window that holds input element (h, w), rows then columns:
+// the fixed order that makes the pooling backward gathers reproducible.
+template <class Visit>
+__device__ __forceinline__ void for_each_window_containing(index_t h, index_t w, int kh, int kw, int sh, int sw,
+                                                           int ph, int pw, index_t out_h, index_t out_w,
+                                                           Visit visit) {
+    index_t oh0, oh1, ow0, ow1;
+    windows_containing(h, kh, sh, ph, out_h, &oh0, &oh1);
+    windows_containing(w, kw, sw, pw, out_w, &ow0, &ow1);
+    for (index_t oh = oh0; oh <= oh1; ++oh)
+        for (index_t ow = ow0; ow <= ow1; ++ow) visit(oh, ow);
+}
+
 // PyTorch's average-pool divisor for the window starting at (h0, w0): the window clipped to
 // input + padding, or (count_include_pad == 0) to the input alone.
 __device__ __forceinline__ real pool_divisor(index_t h0, index_t w0, int kh, int kw, index_t height,

@@ -31,17 +31,13 @@ extern "C" __global__ void lppool2d_backward(const real* __restrict__ dy, const 
     GRID_STRIDE_LOOP(i, planes * height * width) {
         const index_t w = i % width, h = (i / width) % height, plane = i / (width * height);
         const index_t offset = plane * out_h * out_w;
-        index_t oh0, oh1, ow0, ow1;
-        windows_containing(h, kh, sh, 0, out_h, &oh0, &oh1);
-        windows_containing(w, kw, sw, 0, out_w, &ow0, &ow1);
         real total = 0;
-        for (index_t oh = oh0; oh <= oh1; ++oh)
-            for (index_t ow = ow0; ow <= ow1; ++ow) {
-                const real yv = y[offset + oh * out_w + ow];
-                if (!(yv > (real)0)) continue;
-                const real scale = (real)(kh * kw) / pool_divisor(oh * sh, ow * sw, kh, kw, height, width, 0, 0, 1);
-                total += dy[offset + oh * out_w + ow] * scale * real_pow(yv, (real)1 - norm_type);
-            }
+        for_each_window_containing(h, w, kh, kw, sh, sw, 0, 0, out_h, out_w, [&](index_t oh, index_t ow) {
+            const real yv = y[offset + oh * out_w + ow];
+            if (!(yv > (real)0)) return;
+            const real scale = (real)(kh * kw) / pool_divisor(oh * sh, ow * sw, kh, kw, height, width, 0, 0, 1);
+            total += dy[offset + oh * out_w + ow] * scale * real_pow(yv, (real)1 - norm_type);
+        });
         dx[i] = total * real_pow(x[i], norm_type - (real)1);
     }
 }

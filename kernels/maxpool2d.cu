@@ -46,13 +46,10 @@ extern "C" __global__ void maxpool2d_backward(const real* __restrict__ dy, const
         const index_t w = i % width, h = (i / width) % height, plane = i / (width * height);
         const index_t offset = plane * out_h * out_w;
         const int target = (int)(h * width + w);
-        index_t oh0, oh1, ow0, ow1;
-        windows_containing(h, kh, sh, ph, out_h, &oh0, &oh1);
-        windows_containing(w, kw, sw, pw, out_w, &ow0, &ow1);
         real total = 0;
-        for (index_t oh = oh0; oh <= oh1; ++oh)
-            for (index_t ow = ow0; ow <= ow1; ++ow)
-                if (argmax[offset + oh * out_w + ow] == target) total += dy[offset + oh * out_w + ow];
+        for_each_window_containing(h, w, kh, kw, sh, sw, ph, pw, out_h, out_w, [&](index_t oh, index_t ow) {
+            if (argmax[offset + oh * out_w + ow] == target) total += dy[offset + oh * out_w + ow];
+        });
         dx[i] = total;
     }
 }
