@@ -205,3 +205,19 @@ def test_eval_forward_in_batch_chunks_matches_whole_batch(backend, monkeypatch):
     # not bitwise: BLAS blocks a product differently for other matrix sizes
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-14)
     assert chunked.shape == (7, 3)
+
+
+def test_fused_relu_maxpool_backward_matches_separate_layers(backend):
+    """Sequential runs ReLU -> MaxPool2d backward as one step; it must equal the two layers run
+    one by one, bit for bit, with overlapping windows and negative maxima (dead windows)."""
+    rng = np.random.default_rng(13)
+    model = _make(backend, lambda: gpucnn.Sequential(gpucnn.ReLU(), gpucnn.MaxPool2d(3, 2, padding=1)))
+    x = backend.asarray(rng.standard_normal((2, 3, 7, 7)))
+    relu, pool = model[0], model[1]
+    y = pool.forward(relu.forward(x))
+    dy = backend.asarray(rng.standard_normal(y.shape))
+    separate = backend.to_numpy(relu.backward(pool.backward(dy)))
+    model.forward(x)
+    fused = backend.to_numpy(model.backward(dy))
+    np.testing.assert_array_equal(fused, separate)
+    assert (backend.to_numpy(y) == 0).any() and (separate != 0).any()

@@ -7,6 +7,7 @@ from typing import Any
 from .activation import ReLU
 from .conv import Conv2d
 from .module import Module
+from .pooling import MaxPool2d
 
 
 class Sequential(Module):
@@ -53,8 +54,15 @@ class Sequential(Module):
         return x
 
     def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
-        for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i]._backward_maybe_input(dy, need_input_grad or i > 0)
+        i = len(self.layers) - 1
+        while i >= 0:
+            layer = self.layers[i]
+            if i > 0 and type(layer) is MaxPool2d and type(self.layers[i - 1]) is ReLU:
+                dy = layer.backward_through_relu(dy)  # both layers at once, exactly
+                i -= 2
+            else:
+                dy = layer._backward_maybe_input(dy, need_input_grad or i > 0)
+                i -= 1
         return dy
 
 

@@ -56,14 +56,22 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Any) -> Any:
         self._check(x)
-        y, self._argmax = self.backend.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                                         self.ceil_mode)
-        return y
+        self._y, self._argmax = self.backend.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                                               self.ceil_mode)
+        return self._y
 
     def backward(self, dy: Any) -> Any:
         self._require_forward()
         return self.backend.maxpool2d_backward(dy, self._argmax, self._x_shape, self.kernel_size,
                                                self.stride, self.padding)
+
+    def backward_through_relu(self, dy: Any) -> Any:
+        """backward of ReLU -> MaxPool2d in one step. Each window routes its gradient to its
+        argmax, where the ReLU's output is this layer's output, so the ReLU mask can be applied
+        to the pooled gradient (a quarter of the size for 2x2 windows) instead of the input's:
+        exactly the same result, one full-size pass less."""
+        self._require_forward()
+        return self.backward(self.backend.relu_backward(dy, self._y))
 
 
 class AvgPool2d(_Pool2d):
