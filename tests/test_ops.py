@@ -322,3 +322,19 @@ def test_numpy_weight_gradient_blocked_reduction(rng):
     dy = rng.standard_normal((8, 2, 30, 30)).astype(np.float32)
     _, dw, _ = backend.conv2d_backward(dy, x, wt, *args, need_input_grad=False)
     np.testing.assert_allclose(dw, ref.conv2d_backward(dy, x, wt, *args)[1], rtol=1e-4, atol=1e-3)
+
+
+def test_numpy_maxpool_backward_without_saved_offsets(rng):
+    """The numpy backend reuses the forward's winning offsets when handed the very argmax it
+    returned; any other argmax array (a copy, a loaded one) takes the general path, same result."""
+    from gpucnn.backends.numpy_backend import NumpyBackend
+
+    backend = NumpyBackend()
+    x = rng.standard_normal((3, 2, 8, 6)).astype(np.float32)
+    dy = rng.standard_normal((3, 2, 4, 3)).astype(np.float32)
+    _, argmax = backend.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), False)
+    general = backend.maxpool2d_backward(dy, argmax.copy(), x.shape, (2, 2), (2, 2), (0, 0))
+    saved = backend.maxpool2d_backward(dy, argmax, x.shape, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(saved, general)
+    _, ridx = ref.maxpool2d(x, (2, 2), (2, 2), (0, 0), False)
+    np.testing.assert_array_equal(general, ref.maxpool2d_backward(dy, ridx, x.shape))

@@ -157,6 +157,15 @@ class NumpyBackend(Backend):
         # matrices so the backward pass need not build them again; holding x keeps its id from
         # being reused meanwhile
         self._saved_columns: dict[int, tuple[np.ndarray, tuple, list[tuple[int, int, np.ndarray]]]] = {}
+        # id(argmax) -> (argmax, offset): max pooling's winning kernel offset per window (uint8), so
+        # the backward pass compares a quarter of the bytes that the int32 argmax would take
+        self._saved_offsets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @staticmethod
+    def _remember(cache: dict, key: int, value: tuple, limit: int) -> None:
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """x's im2col matrices, one per batch chunk, as [(start, stop, cols)]; reused from a
@@ -170,9 +179,7 @@ class NumpyBackend(Backend):
         cols = [(start, min(start + step, n), _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow))
                 for start in range(0, n, step)]
         if keep:
-            if len(self._saved_columns) >= self.SAVED_COLUMNS:
-                self._saved_columns.pop(next(iter(self._saved_columns)))
-            self._saved_columns[id(x)] = (x, geometry, cols)
+            self._remember(self._saved_columns, id(x), (x, geometry, cols), self.SAVED_COLUMNS)
         return cols
 
     def asarray(self, a, dtype=None):
@@ -209,7 +216,7 @@ class NumpyBackend(Backend):
         r = cg * kh * kw
         w_t = w.reshape(groups, k // groups, r).transpose(0, 2, 1)
         (sh, sw), (dil_h, dil_w), (pt, pb, pl, pr) = stride, dilation, padding
-        dw = None
+        dw = db = None
         dx = np.empty(x.shape, dtype=dy.dtype) if need_input_grad else None
         for start, stop, cols in self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True):
             m = stop - start
@@ -217,6 +224,9 @@ class NumpyBackend(Backend):
             dy_last = np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0)).reshape(groups, k // groups, -1)
             part = _products_over_long_axis(cols.reshape(groups, r, -1), dy_last)
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
+            # the bias gradient from dy's contiguous rows: faster than dy.sum(axis=(0, 2, 3))
+            db_part = dy_last.sum(axis=-1).reshape(k)
+            db = db_part if db is None else db + db_part
             if not need_input_grad:
                 continue
             dcols = np.matmul(w_t, dy_last).reshape(c, kh, kw, oh, ow, m)
@@ -227,7 +237,7 @@ class NumpyBackend(Backend):
                 for j in range(kw):
                     dx_last[:, rows, j * dil_w:j * dil_w + sw * (ow - 1) + 1:sw] += dcols[:, i, j]
             dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
-        return dx, np.ascontiguousarray(dw.reshape(w.shape)), dy.sum(axis=(0, 2, 3))
+        return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
 
     # ---------------------------------------------------------------- pooling
     # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW)
@@ -255,6 +265,7 @@ class NumpyBackend(Backend):
         steps = (np.arange(kh)[:, None] * w + np.arange(kw)[None, :]).ravel().astype(np.int32)
         argmax = np.take(steps, offset)
         argmax += corner.astype(np.int32)
+        self._remember(self._saved_offsets, id(argmax), (argmax, offset), self.SAVED_COLUMNS)
         return best, argmax
 
     @staticmethod
@@ -287,6 +298,13 @@ class NumpyBackend(Backend):
             # the windows tile the input exactly: every input cell is written once, no zero fill
             dx = np.empty(x_shape, dtype=dy.dtype)
             tiles = dx.reshape(x_shape[0], x_shape[1], oh, kh, ow, kw)
+            saved = self._saved_offsets.pop(id(argmax), None)
+            if saved is not None and saved[0] is argmax:
+                offset = saved[1]
+                for i in range(kh):
+                    for j in range(kw):
+                        np.multiply(dy, offset == i * kw + j, out=tiles[:, :, :, i, :, j])
+                return dx
             corner = (np.arange(oh) * kh)[:, None] * w + (np.arange(ow) * kw)[None, :]
             for i in range(kh):
                 for j in range(kw):
