@@ -21,10 +21,24 @@ FORMAT = "gpucnn-checkpoint"
 VERSION = 1
 
 
-def _model_arrays(model: Module) -> dict[str, Any]:
-    arrays = {f"param/{name}": p for name, p in model.named_parameters()}
-    arrays.update({f"buffer/{name}": (owner, attr) for name, owner, attr in model.named_buffers()})
-    return arrays
+class _Slot:
+    """One saved array of a model: a parameter's data or a buffer, read and replaced alike."""
+
+    def __init__(self, owner: Any, attr: str) -> None:
+        self.owner, self.attr = owner, attr
+
+    def get(self) -> Any:
+        return getattr(self.owner, self.attr)
+
+    def set(self, value: Any) -> None:
+        object.__setattr__(self.owner, self.attr, value)
+
+
+def _slots(model: Module) -> dict[str, _Slot]:
+    """Every array a checkpoint holds for ``model``, by its key in the file."""
+    slots = {f"param/{name}": _Slot(p, "data") for name, p in model.named_parameters()}
+    slots.update({f"buffer/{name}": _Slot(owner, attr) for name, owner, attr in model.named_buffers()})
+    return slots
 
 
 def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None,
@@ -35,11 +49,7 @@ def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     """
     path = Path(path)
     backend = model.backend
-    out: dict[str, np.ndarray] = {}
-    for name, p in model.named_parameters():
-        out[f"param/{name}"] = backend.to_numpy(p.data)
-    for name, owner, attr in model.named_buffers():
-        out[f"buffer/{name}"] = backend.to_numpy(getattr(owner, attr))
+    out: dict[str, np.ndarray] = {key: backend.to_numpy(slot.get()) for key, slot in _slots(model).items()}
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": type(model).__name__,
                             "extra": extra or {}}
     if optimizer is not None:
@@ -81,11 +91,8 @@ def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     if meta.get("format") != FORMAT:
         raise ValueError(f"load: {path} is not a gpucnn checkpoint (format {meta.get('format')!r})")
 
-    expected: dict[str, tuple[int, ...]] = {}
-    for name, p in model.named_parameters():
-        expected[f"param/{name}"] = p.shape
-    for name, owner, attr in model.named_buffers():
-        expected[f"buffer/{name}"] = tuple(getattr(owner, attr).shape)
+    slots = _slots(model)
+    expected = {key: tuple(slot.get().shape) for key, slot in slots.items()}
     model_keys = {k: v for k, v in arrays.items() if not k.startswith("optim/")}
     missing = sorted(set(expected) - set(model_keys))
     unexpected = sorted(set(model_keys) - set(expected))
@@ -101,25 +108,29 @@ def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     if problems:
         raise ValueError(f"load: {path} does not fit {type(model).__name__}; " + "; ".join(problems))
 
-    backend = model.backend
-    for name, p in model.named_parameters():
-        p.data = backend.asarray(arrays[f"param/{name}"], dtype=p.data.dtype)
-    for name, owner, attr in model.named_buffers():
-        object.__setattr__(owner, attr, backend.asarray(arrays[f"buffer/{name}"], dtype=getattr(owner, attr).dtype))
+    # check the optimizer part too before changing anything, so a bad file changes nothing
+    params = dict(model.named_parameters())
+    optimizer_state: dict[str, dict[str, np.ndarray]] = {}
     if optimizer is not None:
         info = meta.get("optimizer")
         if info is None:
             raise ValueError(f"load: {path} holds no optimizer state")
         if info["class"] != type(optimizer).__name__:
             raise ValueError(f"load: {path} holds {info['class']} state, not {type(optimizer).__name__}")
-        params = dict(model.named_parameters())
-        for p in optimizer.params:
-            p.state = {}
         for key, value in arrays.items():
             if key.startswith("optim/"):
                 name, state_key = key[len("optim/"):].rsplit("/", 1)
                 if name not in params:
                     raise ValueError(f"load: optimizer state for unknown parameter {name!r}")
-                params[name].state[state_key] = backend.asarray(value, dtype=params[name].data.dtype)
+                optimizer_state.setdefault(name, {})[state_key] = value
+
+    backend = model.backend
+    for key, slot in slots.items():
+        slot.set(backend.asarray(arrays[key], dtype=slot.get().dtype))
+    if optimizer is not None:
+        for p in optimizer.params:
+            p.state = {}
+        for name, state in optimizer_state.items():
+            params[name].state = {k: backend.asarray(v, dtype=params[name].data.dtype) for k, v in state.items()}
         optimizer.load_hyperparameters(info)
     return meta.get("extra", {})

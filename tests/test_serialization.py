@@ -92,3 +92,15 @@ def test_pickled_or_foreign_files_are_refused(tmp_path):
     np.savez(plain, x=np.zeros(2))
     with pytest.raises(ValueError, match="not a gpucnn checkpoint"):
         gpucnn.load(plain, gpucnn.Linear(2, 2))
+
+
+def test_wrong_optimizer_changes_nothing(tmp_path, rng):
+    model, opt, _ = _trained(rng)
+    gpucnn.save(tmp_path / "ck.npz", model, opt)
+    other = gpucnn.Sequential(gpucnn.Conv2d(1, 3, 3), gpucnn.BatchNorm2d(3), gpucnn.ReLU(), gpucnn.Flatten(),
+                              gpucnn.Linear(12, 2))
+    before = [p.data.copy() for p in other.params()]
+    with pytest.raises(ValueError, match="holds Adam state, not SGD"):
+        gpucnn.load(tmp_path / "ck.npz", other, gpucnn.optim.SGD(other, lr=0.1))
+    for a, p in zip(before, other.params()):
+        np.testing.assert_array_equal(p.data, a)
