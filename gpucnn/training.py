@@ -132,16 +132,17 @@ class Trainer:
         self.history = [EpochStats(**h) for h in extra.get("history", [])]
         if self.schedule is not None:
             self.schedule.count = self.epoch
-            self.optimizer.lr = self.schedule.lr_at(self.epoch) if self.epoch else self.schedule.base_lr
+            self.optimizer.lr = self.schedule.lr_at(self.epoch)
 
     def fit(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
             test_labels: np.ndarray, epochs: int) -> list[EpochStats]:
         """Train until ``epochs`` epochs are done in all (so a resumed run trains the rest)."""
         train_x = self.prepare(train_images) if self.prepare else train_images
+        # built once: a resident iterator copies the whole set to the device when it is made
+        batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend,
+                                resident=self.resident, max_shift=self.max_shift)
         while self.epoch < epochs:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend, rng=rng,
-                                    resident=self.resident, max_shift=self.max_shift)
+            batches.rng = np.random.default_rng([self.seed, self.epoch])
             bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{epochs}", self.progress)
             started = time.perf_counter()
             lr = self.optimizer.lr
