@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .progress import progress_bar
+
 #: SHA-256 of each decompressed file (the gzip bytes differ between mirrors)
 MNIST_FILES = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -121,14 +123,6 @@ def locate_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, Path] |
     return None
 
 
-def _progress(total: int | None, desc: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False, disable=None)
-
-
 def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
     """Fetch ``stem``.gz from the first mirror that serves a file with the right content."""
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -139,13 +133,12 @@ def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
         fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{stem}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-                bar = _progress(int(response.headers.get("Content-Length") or 0) or None, stem)
+                bar = progress_bar(int(response.headers.get("Content-Length") or 0) or None, stem, unit="B",
+                                   unit_scale=True)
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-                if bar is not None:
-                    bar.close()
+                    bar.update(len(chunk))
+                bar.close()
             read_idx(tmp, MNIST_FILES[stem])
             os.replace(tmp, final)
             return final

@@ -6,7 +6,6 @@ run resumed from the checkpoint after epoch e sees exactly the batches the unint
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from .datasets import BatchIterator
 from .nn.loss import SoftmaxCrossEntropy
 from .nn.module import Module
 from .optim import LRSchedule, Optimizer
+from .progress import progress_bar
 from .serialization import load, save
 
 
@@ -36,36 +36,6 @@ class EpochStats:
         return (f"epoch {self.epoch:3d}  train loss {self.train_loss:.4f}  test loss {self.test_loss:.4f}  "
                 f"test acc {100 * self.test_accuracy:.2f}%  {self.images_per_second:,.0f} img/s  "
                 f"{self.seconds:.1f} s  lr {self.lr:.4g}")
-
-
-class _TextBar:
-    """A minimal stand-in for tqdm when it is not installed: one line, rewritten in place."""
-
-    def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if sys.stderr.isatty():
-            print(f"\r{self.desc} {self.n}/{self.total} {self.postfix}", end="", file=sys.stderr)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.postfix = text
-
-    def close(self) -> None:
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _TextBar(total, desc)
-    # disable=None: no bar when stderr is not a terminal, so logs (CI, nohup) stay readable
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000,
