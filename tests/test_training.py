@@ -61,3 +61,10 @@ def test_mnist_subset_training_beats_90_percent(mnist_path):
     assert stats[2].train_loss < stats[1].train_loss < stats[0].train_loss
     assert stats[2].test_accuracy > 0.90
     assert len(history) == 3 and "test acc" in history[0]
+
+
+def test_accuracy_on_every_backend(backend):
+    logits = backend.asarray(np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [0.0, 0.2, 0.1], [1.0, 0.0, 4.0]],
+                                      np.float32))
+    assert gpucnn.accuracy(logits, np.array([1, 0, 2, 2])) == 0.75
+    assert gpucnn.accuracy(logits, backend.asarray(np.array([1, 0, 1, 2]))) == 1.0

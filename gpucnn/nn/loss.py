@@ -57,6 +57,7 @@ def _backend_for(array: Any) -> Any:
 
 def accuracy(logits: Any, labels: Any) -> float:
     """Fraction of rows whose largest logit is the label."""
-    logits_host = np.asarray(logits.get() if hasattr(logits, "get") else logits)
-    labels_host = np.asarray(labels.get() if hasattr(labels, "get") else labels)
+    from ..backend import backend_of
+
+    logits_host, labels_host = (get_backend(backend_of(a)).to_numpy(a) for a in (logits, labels))
     return float((logits_host.argmax(axis=1) == labels_host).mean())
