@@ -37,6 +37,11 @@ def dropout_threshold(p: float) -> int:
     return int(round(p * (1 << 24)))
 
 
+def dropout_scale(p: float) -> float:
+    """What kept elements are multiplied by: 1/(1-p), and 0 when everything is dropped."""
+    return 0.0 if p >= 1 else 1.0 / (1.0 - p)
+
+
 def dropout_key(seed: int) -> int:
     """Fold a 64-bit seed into the 32-bit key the mask hash starts from (host side, once)."""
     seed &= (1 << 64) - 1

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend, dropout_key, dropout_threshold
+from .base import FLOAT_DTYPES, Backend, dropout_key, dropout_scale, dropout_threshold
 from .shapes import conv_output_size, pool_output_size
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
@@ -102,12 +102,11 @@ class CudaBackend(Backend):
         # grid-stride kernels: enough blocks to fill the device, no more
         return (min(_blocks(n, BLOCK), self.device.multiprocessor_count * 16),)
 
-    def _elementwise(self, module: str, kernel: str, inputs: list[Any], extra: list[Any] = (),
-                     out_dtype: Any = None) -> Any:
+    def _elementwise(self, module: str, kernel: str, inputs: list[Any], extra: list[Any] = ()) -> Any:
         """Launch kernel(*inputs, out, *extra, n) over equally shaped inputs; returns out."""
         first = self._input(inputs[0], f"{kernel} input")
         arrays = [first] + [self._input(a, f"{kernel} input", first.dtype) for a in inputs[1:]]
-        out = self.device.empty(first.shape, out_dtype or first.dtype)
+        out = self.device.empty(first.shape, first.dtype)
         n = first.size
         if n:
             self._launch(module, kernel, self._elementwise_grid(n), (BLOCK,), [*arrays, out, *extra, _Index(n)],
@@ -269,10 +268,6 @@ class CudaBackend(Backend):
     def tanh_backward(self, dy, y):
         return self._elementwise("activations", "tanh_backward", [dy, y])
 
-    @staticmethod
-    def _dropout_scale(p: float) -> float:
-        return 0.0 if p >= 1 else 1.0 / (1.0 - p)
-
     def dropout_forward(self, x, p, seed):
         x = self._input(x, "dropout_forward x")
         y = self.device.empty(x.shape, x.dtype)
@@ -280,7 +275,7 @@ class CudaBackend(Backend):
         if x.size:
             self._launch("dropout", "dropout_forward", self._elementwise_grid(x.size), (BLOCK,),
                          [x, y, mask, np.uint32(dropout_key(seed)), np.uint32(dropout_threshold(p)),
-                          _Real(self._dropout_scale(p)), _Index(x.size)], x.dtype, (x,))
+                          _Real(dropout_scale(p)), _Index(x.size)], x.dtype, (x,))
         return y, mask
 
     def dropout_backward(self, dy, mask, p):
@@ -289,7 +284,7 @@ class CudaBackend(Backend):
         dx = self.device.empty(dy.shape, dy.dtype)
         if dy.size:
             self._launch("dropout", "dropout_backward", self._elementwise_grid(dy.size), (BLOCK,),
-                         [dy, mask, dx, _Real(self._dropout_scale(p)), _Index(dy.size)], dy.dtype, (dy,))
+                         [dy, mask, dx, _Real(dropout_scale(p)), _Index(dy.size)], dy.dtype, (dy,))
         return dx
 
     # ------------------------------------------------------------------ loss

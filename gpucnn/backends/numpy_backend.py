@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .base import Backend, dropout_key, dropout_threshold
+from .base import Backend, dropout_key, dropout_scale, dropout_threshold
 from .shapes import conv_output_size, pool_output_size
 
 
@@ -383,11 +383,11 @@ class NumpyBackend(Backend):
 
     def dropout_forward(self, x, p, seed):
         mask = dropout_mask(x.shape, p, seed)
-        scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+        scale = x.dtype.type(dropout_scale(p))
         return x * mask * scale, mask
 
     def dropout_backward(self, dy, mask, p):
-        scale = dy.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+        scale = dy.dtype.type(dropout_scale(p))
         return dy * mask * scale
 
     # ---------------------------------------------------------------- loss
