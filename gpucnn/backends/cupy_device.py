@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .cuda_backend import CudaBackend
-from .kernel_source import kernel_source
+from .kernel_source import kernel_source, real_type
 
 INSTALL_HINT = ("pip install 'gpucnn[cuda12]' for a CUDA 12 driver or 'gpucnn[cuda13]' for CUDA 13 "
                 "(see nvidia-smi for your driver's CUDA version)")
@@ -44,8 +44,7 @@ class CupyDevice:
         if key not in self._functions:
             mod_key = (module, real.name, index64)
             if mod_key not in self._modules:
-                c_type = {"float32": "float", "float64": "double"}[real.name]
-                options = ("-std=c++17", f"-DGPUCNN_REAL={c_type}", f"-DGPUCNN_INDEX64={int(index64)}")
+                options = ("-std=c++17", f"-DGPUCNN_REAL={real_type(real)}", f"-DGPUCNN_INDEX64={int(index64)}")
                 self._modules[mod_key] = self.cupy.RawModule(code=kernel_source(module), options=options)
             self._functions[key] = self._modules[mod_key].get_function(kernel)
         return self._functions[key]

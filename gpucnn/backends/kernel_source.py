@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([\w./-]+)"[ \t]*$', re.MULTILINE)
 
@@ -57,6 +60,11 @@ def kernel_source(module: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"gpucnn: no kernel module {module!r} in {kernel_dir()}")
     return expand_includes(path.read_text(), path.name)
+
+
+def real_type(dtype: Any) -> str:
+    """The C type a kernel build uses for ``real`` (GPUCNN_REAL) with this dtype."""
+    return {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
 
 
 def kernel_names(source: str) -> list[str]:

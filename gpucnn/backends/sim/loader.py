@@ -16,6 +16,7 @@ Environment:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernel_source import expand_includes, kernel_names, kernel_source
+from ..kernel_source import expand_includes, kernel_names, kernel_source, real_type
 
 HEADER = Path(__file__).with_name("cuda_sim.h")
 _EXTERN_SHARED = re.compile(
@@ -107,6 +108,12 @@ def compile_flags(real: str, index64: bool) -> list[str]:
 _build_lock = threading.Lock()
 
 
+@functools.cache
+def _compiler_version(compiler: str) -> str:
+    """Part of the cache key: asked once per process, not once per kernel module."""
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+
+
 def build(module: str, real: str = "float", index64: bool = False, source: str | None = None) -> Path:
     """Compile (or find in the cache) the shared library for one kernel module.
 
@@ -115,8 +122,8 @@ def build(module: str, real: str = "float", index64: bool = False, source: str |
     compiler = find_compiler()
     unit, _ = translation_unit(module, source)
     flags = compile_flags(real, index64)
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(flags), compiler, version]).encode())
+    key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(flags), compiler,
+                                    _compiler_version(compiler)]).encode())
     target = cache_root() / f"{module}-{real}-i{64 if index64 else 32}-{key.hexdigest()[:20]}.so"
     if target.exists():
         return target
@@ -182,8 +189,8 @@ class SimDevice:
     def synchronize(self) -> None:
         """Launches return when the kernel has finished: nothing is queued."""
 
-    def _kernel(self, module: str, kernel: str, real: np.dtype, index64: bool) -> tuple[Any, list[int]]:
-        c_type = {"float32": "float", "float64": "double"}[real.name]
+    def _kernel(self, module: str, kernel: str, real: np.dtype, index64: bool) -> tuple[Any, list[int], ctypes.CDLL]:
+        c_type = real_type(real)
         key = (module, kernel, c_type, index64)
         if key not in self._kernels:
             lib_key = (module, c_type, index64)
@@ -201,12 +208,12 @@ class SimDevice:
             count = describe(codes, 64)
             launch.argtypes = [ctypes.POINTER(Launch), ctypes.c_void_p]
             launch.restype = ctypes.c_int
-            self._kernels[key] = (launch, list(codes[:count]))
+            self._kernels[key] = (launch, list(codes[:count]), lib)
         return self._kernels[key]
 
     def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
                real: np.dtype, index64: bool, shared_mem: int = 0) -> None:
-        function, params = self._kernel(module, kernel, real, index64)
+        function, params, lib = self._kernel(module, kernel, real, index64)
         if len(args) != len(params):
             raise TypeError(f"cuda-sim: {kernel} takes {len(params)} arguments, the launcher passed {len(args)}")
         keep_alive, pointers = [], (ctypes.c_void_p * max(1, len(args)))()
@@ -234,7 +241,6 @@ class SimDevice:
         with self._launch_lock:
             status = function(ctypes.byref(launch), pointers)
         if status != 0:
-            lib = self._libraries[(module, {"float32": "float", "float64": "double"}[real.name], index64)]
             raise RuntimeError(f"cuda-sim: {kernel}: {lib.gpucnn_sim_last_error().decode()}")
 
 
