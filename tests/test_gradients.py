@@ -82,6 +82,9 @@ LAYERS = {
     "sequential": (lambda: gpucnn.Sequential(gpucnn.Conv2d(1, 2, 3, dtype=np.float64), gpucnn.Tanh(),
                                              gpucnn.AvgPool2d(2), gpucnn.Flatten(),
                                              gpucnn.Linear(8, 3, dtype=np.float64)), (2, 1, 6, 6)),
+    "sequential_conv_relu_maxpool": (lambda: gpucnn.Sequential(
+        gpucnn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), gpucnn.ReLU(), gpucnn.MaxPool2d(2), gpucnn.Flatten(),
+        gpucnn.Linear(27, 3, dtype=np.float64)), (2, 2, 7, 6)),
     "concat_inception": (lambda: gpucnn.Concat(
         gpucnn.Conv2d(3, 2, 1, dtype=np.float64),
         gpucnn.Sequential(gpucnn.Conv2d(3, 2, 1, dtype=np.float64), gpucnn.ReLU(),
@@ -166,6 +169,42 @@ def test_fused_conv_relu_matches_separate_layers(backend):
     assert (fused == 0).any() and (fused > 0).any()
     np.testing.assert_array_equal(dx_fused, dx_separate)
     np.testing.assert_array_equal(backend.to_numpy(conv.weight.grad), dw_separate)
+
+
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)], ids=["tiled", "overlapping"])
+def test_fused_conv_relu_maxpool_matches_separate_layers(backend, pool):
+    """Sequential runs Conv2d -> ReLU -> MaxPool2d as one op (the CPU pools in cache, ReLU after the
+    max); output and every gradient must equal the three layers run one by one, bit for bit,
+    including windows whose maximum is negative and an image holding a NaN."""
+    rng = np.random.default_rng(21)
+    kernel, stride = pool
+    model = _make(backend, lambda: gpucnn.Sequential(gpucnn.Conv2d(2, 3, 3, padding=1, dtype=np.float64),
+                                                     gpucnn.ReLU(), gpucnn.MaxPool2d(kernel, stride)))
+    x_host = rng.standard_normal((3, 2, 7, 9))
+    x_host[2, 1, 3, 4] = np.nan
+    x = backend.asarray(x_host)
+    conv, relu, pool_layer = model
+    conv.bias.data[:] = -1.5  # windows whose maximum is <= 0: the ReLU passes them no gradient
+    separate = backend.to_numpy(pool_layer.forward(relu.forward(conv.forward(x))))
+    dy = backend.asarray(rng.standard_normal(separate.shape))
+    model.zero_grad()
+    dx_separate = backend.to_numpy(conv.backward(relu.backward(pool_layer.backward(dy))))
+    grads_separate = [backend.to_numpy(p.grad) for p in model.params()]
+
+    fused = backend.to_numpy(model.forward(x))
+    model.zero_grad()
+    dx_fused = backend.to_numpy(model.backward(dy))
+    np.testing.assert_array_equal(fused, separate)
+    assert (fused[:2] == 0).any() and (fused[:2] > 0).any()
+    assert np.isnan(fused[2]).any() and not np.isnan(fused[:2]).any()
+    np.testing.assert_array_equal(dx_fused, dx_separate)
+    for p, expected in zip(model.params(), grads_separate):
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), expected)
+
+    model.eval()
+    np.testing.assert_array_equal(backend.to_numpy(model.forward(x)), separate)
+    with pytest.raises(RuntimeError, match="Conv2d: backward called before a training-mode forward"):
+        model.backward(dy)
 
 
 def test_backward_params_skips_only_the_input_gradient(backend):

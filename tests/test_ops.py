@@ -88,6 +88,69 @@ def test_conv2d_float64(backend, rng):
                                rtol=1e-12, atol=1e-12)
 
 
+FUSED_CASES = [
+    # N, C, H, W, K, (KH, KW), conv padding, groups, pool kernel, pool stride, pool padding, ceil_mode
+    (3, 1, 12, 12, 4, (5, 5), (2, 2, 2, 2), 1, (2, 2), (2, 2), (0, 0), False),  # LeNet's first block
+    (2, 2, 11, 9, 3, (3, 3), (0, 0, 0, 0), 1, (2, 2), (2, 2), (0, 0), False),    # 9x7: a row and column left out
+    (2, 4, 9, 9, 6, (3, 3), (1, 1, 1, 1), 2, (3, 3), (3, 3), (0, 0), False),     # groups, 3x3 tiles
+    (1, 2, 8, 6, 2, (1, 1), (0, 0, 0, 0), 1, (2, 1), (2, 1), (0, 0), True),      # unequal window, ceil exact
+    (1, 2, 8, 8, 3, (2, 2), (0, 0, 0, 0), 1, (2, 2), (2, 2), (0, 0), True),      # ceil: partial windows
+    (2, 2, 8, 8, 3, (3, 3), (1, 1, 1, 1), 1, (3, 3), (2, 2), (1, 1), False),     # overlapping, padded
+]
+
+
+def _fused_id(case):
+    n, c, h, w, k, ks, p, g, pk, ps, pp, ceil = case
+    return f"h{h}w{w}ks{ks[0]}g{g}pool{pk[0]}{pk[1]}s{ps[0]}{ps[1]}p{pp[0]}{'ceil' if ceil else 'floor'}"
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=_fused_id)
+def test_conv2d_relu_maxpool2d_equals_the_three_ops(backend, rng, case):
+    """The fused op against the loop references run one after another. Small integers keep every
+    sum exact in float32, so the comparison is exact and full of ties (the first maximum must
+    win, as in maxpool2d) and of windows whose maximum is <= 0 (no gradient through the ReLU)."""
+    n, c, h, w, k, (kh, kw), padding, groups, kernel, pool_stride, pool_padding, ceil_mode = case
+    conv_args = ((1, 1), padding, (1, 1), groups)
+    pool_args = (kernel, pool_stride, pool_padding)
+    x = rng.integers(-2, 3, (n, c, h, w)).astype(np.float32)
+    wt = rng.integers(-1, 2, (k, c // groups, kh, kw)).astype(np.float32)
+    b = rng.integers(-2, 3, k).astype(np.float32)
+    put = backend.asarray
+    y, saved = backend.conv2d_relu_maxpool2d_forward(put(x), put(wt), put(b), *conv_args, *pool_args, ceil_mode,
+                                                     keep_for_backward=True)
+    conv = np.maximum(ref.conv2d(x, wt, b, *conv_args), 0)
+    ry, argmax = ref.maxpool2d(conv, *pool_args, ceil_mode)
+    np.testing.assert_array_equal(backend.to_numpy(y), ry)
+    assert (ry == 0).any() and (ry > 0).any()
+
+    dy = rng.integers(-3, 4, ry.shape).astype(np.float32)
+    dx, dw, db = backend.conv2d_relu_maxpool2d_backward(put(dy), saved, put(x), put(wt), *conv_args, *pool_args)
+    dconv = ref.maxpool2d_backward(dy * (ry > 0), argmax, conv.shape)
+    rdx, rdw, rdb = ref.conv2d_backward(dconv, x, wt, *conv_args)
+    np.testing.assert_array_equal(backend.to_numpy(dx), rdx)
+    np.testing.assert_array_equal(backend.to_numpy(dw), rdw)
+    np.testing.assert_array_equal(backend.to_numpy(db), rdb)
+    no_dx = backend.conv2d_relu_maxpool2d_backward(put(dy), saved, put(x), put(wt), *conv_args, *pool_args,
+                                                   need_input_grad=False)
+    assert no_dx[0] is None
+    np.testing.assert_array_equal(backend.to_numpy(no_dx[1]), rdw)
+
+    y_eval, nothing = backend.conv2d_relu_maxpool2d_forward(put(x), put(wt), put(b), *conv_args, *pool_args,
+                                                            ceil_mode)
+    assert nothing is None
+    np.testing.assert_array_equal(backend.to_numpy(y_eval), ry)
+
+
+def test_conv2d_relu_maxpool2d_backward_needs_the_training_forward(backend, rng):
+    x = backend.asarray(rng.standard_normal((1, 1, 4, 4)).astype(np.float32))
+    wt = backend.asarray(np.ones((1, 1, 1, 1), np.float32))
+    args = ((1, 1), (0, 0, 0, 0), (1, 1), 1, (2, 2), (2, 2), (0, 0))
+    y, saved = backend.conv2d_relu_maxpool2d_forward(x, wt, None, *args, False)
+    with pytest.raises(ValueError, match="conv2d_relu_maxpool2d_backward: needs the state of a forward"):
+        backend.conv2d_relu_maxpool2d_backward(backend.asarray(np.ones((1, 1, 2, 2), np.float32)), saved, x, wt,
+                                               *args)
+
+
 POOL_CASES = [
     # N, C, H, W, kernel, stride, padding, ceil_mode
     (2, 3, 8, 8, (2, 2), (2, 2), (0, 0), False),

@@ -57,3 +57,33 @@ def hash32(value: int) -> int:
     x = (x * 0x846CA68B) & 0xFFFFFFFF
     x ^= x >> 16
     return x
+
+
+# x: (N, C, H, W) -> y: (N, K, PH, PW)
+def composed_conv2d_relu_maxpool2d_forward(backend: Backend, x: Any, w: Any, b: Any, stride: Any, padding: Any,
+                                           dilation: Any, groups: int, kernel: Any, pool_stride: Any,
+                                           pool_padding: Any, ceil_mode: bool,
+                                           keep_for_backward: bool = False) -> tuple[Any, Any]:
+    """conv2d_relu_maxpool2d_forward as its three ops in a row (conv with the ReLU epilogue, then
+    max pooling): what a backend without a fused version runs."""
+    conv = backend.conv2d_forward(x, w, b, stride, padding, dilation, groups, relu=True,
+                                  keep_for_backward=keep_for_backward)
+    y, argmax = backend.maxpool2d_forward(conv, kernel, pool_stride, pool_padding, ceil_mode)
+    return y, (("composed", y, argmax, tuple(conv.shape)) if keep_for_backward else None)
+
+
+# dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+def composed_conv2d_relu_maxpool2d_backward(backend: Backend, dy: Any, saved: Any, x: Any, w: Any, stride: Any,
+                                            padding: Any, dilation: Any, groups: int, kernel: Any,
+                                            pool_stride: Any, pool_padding: Any,
+                                            need_input_grad: bool = True) -> tuple[Any, Any, Any]:
+    """The backward of the composed forward: the ReLU mask on the pooled gradient (each window
+    routes to its argmax, where the ReLU's output is the pooled output), then the pooling's and
+    the convolution's backward."""
+    if saved is None or saved[0] != "composed":
+        raise ValueError("conv2d_relu_maxpool2d_backward: needs the state of a forward run with "
+                         "keep_for_backward=True on this backend")
+    _, y, argmax, conv_shape = saved
+    dconv = backend.maxpool2d_backward(backend.relu_backward(dy, y), argmax, conv_shape, kernel, pool_stride,
+                                       pool_padding)
+    return backend.conv2d_backward(dconv, x, w, stride, padding, dilation, groups, need_input_grad=need_input_grad)

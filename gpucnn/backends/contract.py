@@ -26,6 +26,18 @@ OPS: dict[str, str] = {
         "(dy, x, w, stride, padding, dilation, groups, need_input_grad=True) -> (dx|None, dw, db); "
         "dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/groups, KH, KW), db: (K,)"
     ),
+    "conv2d_relu_maxpool2d_forward": (
+        "(x, w, b|None, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, ceil_mode, "
+        "keep_for_backward=False) -> (y, saved); y = maxpool2d(relu(conv2d(x))), bit for bit what the three "
+        "ops give; x: (N, C, H, W) -> y: (N, K, PH, PW); saved: backend-specific state for the backward "
+        "(None unless keep_for_backward). base.composed_conv2d_relu_maxpool2d_forward runs the three ops; "
+        "a backend may fuse them"
+    ),
+    "conv2d_relu_maxpool2d_backward": (
+        "(dy, saved, x, w, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, "
+        "need_input_grad=True) -> (dx|None, dw, db); dy: (N, K, PH, PW); the same gradients, bit for bit, "
+        "as relu_backward on the pooled output, maxpool2d_backward and conv2d_backward"
+    ),
     # pooling
     "maxpool2d_forward": (
         "(x, kernel, stride, padding, ceil_mode) -> (y, argmax); "

@@ -13,7 +13,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend, dropout_key, dropout_scale, dropout_threshold
+from .base import (
+    FLOAT_DTYPES,
+    Backend,
+    composed_conv2d_relu_maxpool2d_backward,
+    composed_conv2d_relu_maxpool2d_forward,
+    dropout_key,
+    dropout_scale,
+    dropout_threshold,
+)
 from .shapes import conv_output_size, pool_output_size
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
@@ -207,6 +215,19 @@ class CudaBackend(Backend):
                      [dy, argmax, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride),
                       np.int32(padding[0]), np.int32(padding[1])], dy.dtype, (dx,))
         return dx
+
+    # Conv2d -> ReLU -> MaxPool2d: the conv kernel's ReLU epilogue, then the pooling kernel. No fused
+    # kernel yet: a GEMM tile's outputs do not line up with pooling windows, and nothing here could
+    # measure whether one pays.
+    def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+                                      pool_padding, ceil_mode, keep_for_backward=False):
+        return composed_conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel,
+                                                      pool_stride, pool_padding, ceil_mode, keep_for_backward)
+
+    def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
+                                       pool_stride, pool_padding, need_input_grad=True):
+        return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
+                                                       kernel, pool_stride, pool_padding, need_input_grad)
 
     def avgpool2d_forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad):
         x = self._input(x, "avgpool2d_forward x")

@@ -11,8 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .base import Backend, dropout_key, dropout_scale, dropout_threshold
-from .shapes import conv_output_size, pool_output_size
+from .base import (
+    Backend,
+    composed_conv2d_relu_maxpool2d_backward,
+    composed_conv2d_relu_maxpool2d_forward,
+    dropout_key,
+    dropout_scale,
+    dropout_threshold,
+)
+from .shapes import conv_output_hw, pool_output_hw, pool_output_size
 
 
 def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float) -> np.ndarray:
@@ -103,6 +110,35 @@ def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
     return oh, ow, bottom, right
 
 
+def _windows_tile(kernel, stride, padding, in_hw, out_hw) -> bool:
+    """True when pooling windows neither overlap nor stick out: each input cell is in at most one."""
+    return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
+            and out_hw[0] * kernel[0] <= in_hw[0] and out_hw[1] * kernel[1] <= in_hw[1])
+
+
+def _tiled_windows(a: np.ndarray, kernel, out_hw) -> list[np.ndarray]:
+    """For a: (K, H, W, m) and non-overlapping windows, one strided view (K, OH, OW, m) per kernel
+    offset, in row-major offset order; writing to a view writes into ``a``."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    return [a[:, i:oh * kh:kh, j:ow * kw:kw] for i in range(kh) for j in range(kw)]
+
+
+def _running_max(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The elementwise maximum over ``views`` (one per kernel offset, in order) and the index of
+    the view it came from, the first on ties. NaN is not handled: a NaN maximum's index is
+    arbitrary. uint8 indices (the largest value stays free for a caller's marker) when they fit."""
+    best = np.array(views[0])
+    offset = np.zeros(best.shape, dtype=np.uint8 if len(views) < 255 else np.int32)
+    for index in range(1, len(views)):
+        view = views[index]
+        taken = np.greater(view, best)
+        np.maximum(best, view, out=best)
+        # the winning index only grows during the scan, so np.maximum tracks it (np.where and
+        # masked copies are several times slower)
+        np.maximum(offset, np.multiply(taken, index, dtype=offset.dtype), out=offset)
+    return best, offset
+
+
 def _avg_divisor(h, w, oh, ow, kernel, stride, padding, count_include_pad, dtype):
     """PyTorch's divisor: the window clipped to input+padding, or to the input alone."""
     def axis(size, out, k, s, p):
@@ -189,39 +225,57 @@ class NumpyBackend(Backend):
         return np.asarray(a)
 
     # ---------------------------------------------------------------- convolution
-    # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
-    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
-        n, c, h, wd = x.shape
+    @staticmethod
+    def _conv_chunks(w, b, column_chunks, oh, ow, groups):
+        """Yields (start, stop, conv): each batch chunk's convolution plus bias, still in the
+        batch-innermost layout of its im2col columns, conv: (K, OH, OW, m)."""
         k, cg, kh, kw = w.shape
-        oh = conv_output_size(h, kh, stride[0], padding[0], padding[1], dilation[0])
-        ow = conv_output_size(wd, kw, stride[1], padding[2], padding[3], dilation[1])
         r = cg * kh * kw
         w_mat = w.reshape(groups, k // groups, r)
-        y = np.empty((n, k, oh, ow), dtype=x.dtype)
-        for start, stop, cols in self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward):
+        for start, stop, cols in column_chunks:
             part = np.matmul(w_mat, cols.reshape(groups, r, -1)).reshape(k, -1)
-            # bias and ReLU on the chunk while it is in cache, not as passes over the whole output
+            # the bias on the chunk while it is in cache, not as a pass over the whole output
             if b is not None:
                 part += b[:, None]
+            yield start, stop, part.reshape(k, oh, ow, stop - start)
+
+    # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
+        n = x.shape[0]
+        k, _, kh, kw = w.shape
+        oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
+        column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward)
+        y = np.empty((n, k, oh, ow), dtype=x.dtype)
+        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups):
             if relu:
-                np.maximum(part, 0, out=part)
-            y[start:stop] = part.reshape(k, oh, ow, stop - start).transpose(3, 0, 1, 2)
+                np.maximum(conv, 0, out=conv)
+            y[start:stop] = conv.transpose(3, 0, 1, 2)
         return y
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
     def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
-        n, c, h, wd = x.shape
-        k, cg, kh, kw = w.shape
+        kh, kw = w.shape[2:]
         oh, ow = dy.shape[2:]
+        column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True)
+        # dy with the batch innermost, (K, OH, OW, m), matching the columns of _im2col
+        grads = (np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0)) for start, stop, _ in column_chunks)
+        return self._conv_backward_chunks(zip(column_chunks, grads), x.shape, w, stride, padding, dilation,
+                                          groups, need_input_grad)
+
+    @staticmethod
+    def _conv_backward_chunks(chunks, x_shape, w, stride, padding, dilation, groups, need_input_grad):
+        """(dx|None, dw, db) from ((start, stop, cols), dy_last) per batch chunk, where dy_last is
+        that chunk's output gradient in the batch-innermost layout (K, OH, OW, m)."""
+        n, c, h, wd = x_shape
+        k, cg, kh, kw = w.shape
         r = cg * kh * kw
         w_t = w.reshape(groups, k // groups, r).transpose(0, 2, 1)
         (sh, sw), (dil_h, dil_w), (pt, pb, pl, pr) = stride, dilation, padding
         dw = db = None
-        dx = np.empty(x.shape, dtype=dy.dtype) if need_input_grad else None
-        for start, stop, cols in self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True):
-            m = stop - start
-            # dy with the batch innermost, (K, OH*OW*m), matching the columns of _im2col
-            dy_last = np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0)).reshape(groups, k // groups, -1)
+        dx = np.empty(x_shape, dtype=w.dtype) if need_input_grad else None
+        for (start, stop, cols), dy_last in chunks:
+            _, oh, ow, m = dy_last.shape
+            dy_last = dy_last.reshape(groups, k // groups, -1)
             part = _products_over_long_axis(cols.reshape(groups, r, -1), dy_last)
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
             # the bias gradient from dy's contiguous rows: faster than dy.sum(axis=(0, 2, 3))
@@ -231,13 +285,69 @@ class NumpyBackend(Backend):
                 continue
             dcols = np.matmul(w_t, dy_last).reshape(c, kh, kw, oh, ow, m)
             # col2im, batch innermost like _im2col: inner loops of OW*m elements
-            dx_last = np.zeros((c, h + pt + pb, wd + pl + pr, m), dtype=dy.dtype)
+            dx_last = np.zeros((c, h + pt + pb, wd + pl + pr, m), dtype=w.dtype)
             for i in range(kh):
                 rows = slice(i * dil_h, i * dil_h + sh * (oh - 1) + 1, sh)
                 for j in range(kw):
                     dx_last[:, rows, j * dil_w:j * dil_w + sw * (ow - 1) + 1:sw] += dcols[:, i, j]
             dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
+
+    # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
+    def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+                                      pool_padding, ceil_mode, keep_for_backward=False):
+        n = x.shape[0]
+        k, _, kh, kw = w.shape
+        oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
+        ph, pw = pool_output_hw((oh, ow), kernel, pool_stride, pool_padding, ceil_mode)
+        if not _windows_tile(kernel, pool_stride, pool_padding, (oh, ow), (ph, pw)):
+            return composed_conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel,
+                                                       pool_stride, pool_padding, ceil_mode, keep_for_backward)
+        # Each chunk is pooled while its convolution is in cache, in the columns' batch-innermost
+        # layout (windows are strided views whose inner axis is the contiguous batch), and only the
+        # pooled quarter is transposed to NCHW. ReLU comes after the max: max and ReLU commute, and
+        # a window whose maximum is <= 0 passes no gradient, so where its argmax lands never matters.
+        column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow)
+        y = np.empty((n, k, ph, pw), dtype=x.dtype)
+        offsets = []
+        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups):
+            windows = _tiled_windows(conv, kernel, (ph, pw))
+            if keep_for_backward:
+                best, offset = _running_max(windows)
+                # the ReLU's gradient mask folded into the offsets: such windows route nothing
+                np.copyto(offset, np.iinfo(offset.dtype).max, where=~(best > 0))
+                offsets.append(offset)
+            else:
+                best = windows[0].copy()
+                for view in windows[1:]:
+                    np.maximum(best, view, out=best)
+            np.maximum(best, 0, out=best)
+            y[start:stop] = best.transpose(3, 0, 1, 2)
+        return y, (("tiled", column_chunks, offsets, (oh, ow)) if keep_for_backward else None)
+
+    # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
+                                       pool_stride, pool_padding, need_input_grad=True):
+        if saved is None or saved[0] != "tiled":
+            return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
+                                                        kernel, pool_stride, pool_padding, need_input_grad)
+        _, column_chunks, offsets, (oh, ow) = saved
+        k = w.shape[0]
+        ph, pw = dy.shape[2:]
+        kh, kw = kernel
+
+        def unpooled(start, stop, offset):
+            # each window's gradient to its winning offset, straight into the batch-innermost layout
+            pooled = np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0))
+            make = np.empty if (ph * kh, pw * kw) == (oh, ow) else np.zeros  # a floor-mode remainder gets 0
+            dconv = make((k, oh, ow, stop - start), dtype=dy.dtype)
+            for index, view in enumerate(_tiled_windows(dconv, kernel, (ph, pw))):
+                np.multiply(pooled, offset == index, out=view)
+            return dconv
+
+        grads = (unpooled(start, stop, offset) for (start, stop, _), offset in zip(column_chunks, offsets))
+        return self._conv_backward_chunks(zip(column_chunks, grads), x.shape, w, stride, padding, dilation,
+                                          groups, need_input_grad)
 
     # ---------------------------------------------------------------- pooling
     # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW)
@@ -253,15 +363,7 @@ class NumpyBackend(Backend):
         if not np.isfinite(x).all():
             return self._maxpool2d_nonfinite(x.shape, windows, kernel, stride, padding, corner)
         # Finite input: "strictly greater" is exact, since any real element beats the -inf padding.
-        # The winning offset only grows during the scan, so np.maximum tracks it (np.where and
-        # masked copies are several times slower).
-        best = np.array(windows[:, :, 0, 0])
-        offset = np.zeros(best.shape, dtype=np.uint8 if kh * kw < 256 else np.int32)
-        for k in range(1, kh * kw):
-            v = windows[:, :, k // kw, k % kw]
-            taken = np.greater(v, best)
-            np.maximum(best, v, out=best)
-            np.maximum(offset, np.multiply(taken, k, dtype=offset.dtype), out=offset)
+        best, offset = _running_max([windows[:, :, i, j] for i in range(kh) for j in range(kw)])
         steps = (np.arange(kh)[:, None] * w + np.arange(kw)[None, :]).ravel().astype(np.int32)
         argmax = np.take(steps, offset)
         argmax += corner.astype(np.int32)

@@ -33,3 +33,17 @@ def pair(value: int | tuple[int, int] | list[int], name: str, owner: str) -> tup
     ):
         return (int(value[0]), int(value[1]))
     raise TypeError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_output_hw(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: tuple[int, int],
+                   padding: tuple[int, int, int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(OH, OW) of a convolution: x (N, C, H, W), w (K, C/G, KH, KW), padding (top, bottom, left, right)."""
+    return (conv_output_size(x_shape[2], w_shape[2], stride[0], padding[0], padding[1], dilation[0]),
+            conv_output_size(x_shape[3], w_shape[3], stride[1], padding[2], padding[3], dilation[1]))
+
+
+def pool_output_hw(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int], ceil_mode: bool) -> tuple[int, int]:
+    """(OH, OW) of a pooling over an (H, W) plane."""
+    return (pool_output_size(hw[0], kernel[0], stride[0], padding[0], ceil_mode),
+            pool_output_size(hw[1], kernel[1], stride[1], padding[1], ceil_mode))

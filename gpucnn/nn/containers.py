@@ -40,30 +40,48 @@ class Sequential(Module):
         return self._forward_layers(x)
 
     def _forward_layers(self, x: Any) -> Any:
+        # Runs of layers done by one op, or whose backward is (each exactly equal to the layers one
+        # by one); the backward pass walks the same runs, mirroring the forward that ran.
+        self._runs: list[tuple[int, str]] = []
         i = 0
         while i < len(self.layers):
-            layer = self.layers[i]
-            after = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if type(layer) is Conv2d and type(after) is ReLU:
+            first, second, third = (self.layers[i:i + 3] + [None, None])[:3]
+            if type(first) is Conv2d and type(second) is ReLU and type(third) is MaxPool2d:
+                # the conv, its ReLU and the pooling in one op: the CPU pools each batch chunk in cache
+                x = first.forward_relu_maxpool(x, second, third)
+                run = "conv_relu_maxpool"
+            elif type(first) is Conv2d and type(second) is ReLU:
                 # one op instead of two: the conv kernel's epilogue rectifies its output
-                x = after.adopt_output(layer.forward(x, relu=True))
-                i += 2
+                x = second.adopt_output(first.forward(x, relu=True))
+                run = "conv_relu"
+            elif type(first) is ReLU and type(second) is MaxPool2d:
+                x = second.forward(first.forward(x))
+                run = "relu_maxpool"  # two forwards, one backward
             else:
-                x = layer.forward(x)
-                i += 1
+                x = first.forward(x)
+                run = "single"
+            self._runs.append((i, run))
+            i += _RUN_WIDTH[run]
         return x
 
     def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
-        i = len(self.layers) - 1
-        while i >= 0:
-            layer = self.layers[i]
-            if i > 0 and type(layer) is MaxPool2d and type(self.layers[i - 1]) is ReLU:
-                dy = layer.backward_through_relu(dy)  # both layers at once, exactly
-                i -= 2
+        if not hasattr(self, "_runs"):
+            raise RuntimeError("Sequential: backward called before forward")
+        for i, run in reversed(self._runs):
+            layer, need = self.layers[i], need_input_grad or i > 0
+            if run == "conv_relu_maxpool":
+                dy = layer.backward_relu_maxpool(dy, self.layers[i + 2], need_input_grad=need)
+            elif run == "conv_relu":
+                dy = layer._backward_maybe_input(self.layers[i + 1].backward(dy), need)
+            elif run == "relu_maxpool":
+                # the ReLU mask on the pooled gradient, a quarter of the size for 2x2 windows
+                dy = self.layers[i + 1].backward_through_relu(dy)
             else:
-                dy = layer._backward_maybe_input(dy, need_input_grad or i > 0)
-                i -= 1
+                dy = layer._backward_maybe_input(dy, need)
         return dy
+
+
+_RUN_WIDTH = {"conv_relu_maxpool": 3, "conv_relu": 2, "relu_maxpool": 2, "single": 1}
 
 
 class Concat(Module):

@@ -102,6 +102,7 @@ class Conv2d(Module):
             initialize(init, shape, fan_in, fan_out, rng, name), dtype=self.dtype))
         self.bias = Parameter(self.backend.asarray(np.zeros(out_channels), dtype=self.dtype)) if bias else None
         self._x: Any = None
+        self._pool_state: Any = None
         self._moved(self.backend)
 
     def _moved(self, target: Any) -> None:
@@ -139,25 +140,59 @@ class Conv2d(Module):
             raise ValueError(f"{self._layer_name()}: kernel of extent ({span_h}, {span_w}) is larger than the "
                              f"padded input ({padded[0]}, {padded[1]}) for input shape {tuple(x.shape)}")
 
-    # x: (N, C, H, W) -> y: (N, K, OH, OW); relu=True applies max(y, 0) in the same op (Sequential
-    # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
-    def forward(self, x: Any, relu: bool = False) -> Any:
+    def _accept(self, x: Any) -> None:
         self._check_input(x, 4, self.in_channels)
         self._check_fits(x)
         if x.dtype != self.weight.data.dtype:
             raise TypeError(f"{self._layer_name()}: input dtype {x.dtype} differs from weight dtype "
                             f"{self.weight.data.dtype}")
         self._x = x
-        return self.backend.conv2d_forward(x, self.dense_weight(), None if self.bias is None else self.bias.data,
-                                           self.stride, self.padding, self.dilation, self.groups, relu=relu,
-                                           keep_for_backward=self.training)
+
+    def _bias_data(self) -> Any:
+        return None if self.bias is None else self.bias.data
+
+    def _conv_args(self) -> tuple[Any, ...]:
+        return (self.stride, self.padding, self.dilation, self.groups)
+
+    # x: (N, C, H, W) -> y: (N, K, OH, OW); relu=True applies max(y, 0) in the same op (Sequential
+    # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
+    def forward(self, x: Any, relu: bool = False) -> Any:
+        self._accept(x)
+        return self.backend.conv2d_forward(x, self.dense_weight(), self._bias_data(), *self._conv_args(),
+                                           relu=relu, keep_for_backward=self.training)
+
+    # x: (N, C, H, W) -> y: (N, K, PH, PW)
+    def forward_relu_maxpool(self, x: Any, relu: Any, pool: Any) -> Any:
+        """This layer, then ``relu`` (a ReLU) and ``pool`` (a MaxPool2d), as one op: Sequential runs
+        the three this way. The result and, through ``backward_relu_maxpool``, the gradients are
+        bit for bit those of the three layers run one by one."""
+        self._accept(x)
+        pool.check_input_shape(self.output_shape(x.shape), self._layer_name() + " output")
+        y, self._pool_state = self.backend.conv2d_relu_maxpool2d_forward(
+            x, self.dense_weight(), self._bias_data(), *self._conv_args(), pool.kernel_size, pool.stride,
+            pool.padding, pool.ceil_mode, keep_for_backward=self.training)
+        relu.adopt_output(None)  # its output never existed; a stale one must not be used
+        return y
+
+    # dy: (N, K, PH, PW) -> dx: (N, C, H, W), or None when need_input_grad is False
+    def backward_relu_maxpool(self, dy: Any, pool: Any, need_input_grad: bool = True) -> Any:
+        if self._x is None or self._pool_state is None:
+            raise RuntimeError(f"{self._layer_name()}: backward called before a training-mode forward")
+        dx, dw, db = self.backend.conv2d_relu_maxpool2d_backward(
+            dy, self._pool_state, self._x, self.dense_weight(), *self._conv_args(), pool.kernel_size,
+            pool.stride, pool.padding, need_input_grad=need_input_grad)
+        self._pool_state = None  # its im2col matrices are large: hold them for one backward only
+        return self._accumulate(dx, dw, db)
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), or None when need_input_grad is False (a first layer)
     def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
         if self._x is None:
             raise RuntimeError(f"{self._layer_name()}: backward called before forward")
-        dx, dw, db = self.backend.conv2d_backward(dy, self._x, self.dense_weight(), self.stride, self.padding,
-                                                  self.dilation, self.groups, need_input_grad=need_input_grad)
+        dx, dw, db = self.backend.conv2d_backward(dy, self._x, self.dense_weight(), *self._conv_args(),
+                                                  need_input_grad=need_input_grad)
+        return self._accumulate(dx, dw, db)
+
+    def _accumulate(self, dx: Any, dw: Any, db: Any) -> Any:
         if self.connection is not None:
             dw = dw[self._conn_index]
         self.weight.accumulate(dw)

@@ -39,11 +39,15 @@ class _Pool2d(Module):
 
     def _check(self, x: Any, channels: int | None = None) -> None:
         self._check_input(x, 4, channels)
-        _, _, oh, ow = self.output_shape(x.shape)
+        self.check_input_shape(tuple(x.shape))
+
+    def check_input_shape(self, shape: tuple[int, ...], what: str = "input") -> None:
+        """Reject an input shape no window fits in, and remember the shape for the backward pass."""
+        _, _, oh, ow = self.output_shape(shape)
         if oh < 1 or ow < 1:
             raise ValueError(f"{self._layer_name()}: kernel {self.kernel_size} is larger than the padded input "
-                             f"for input shape {tuple(x.shape)} (padding {self.padding})")
-        self._x_shape = tuple(x.shape)
+                             f"for {what} shape {tuple(shape)} (padding {self.padding})")
+        self._x_shape = tuple(shape)
 
     def _require_forward(self) -> None:
         if self._x_shape is None:
