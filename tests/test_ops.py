@@ -387,6 +387,23 @@ def test_numpy_weight_gradient_blocked_reduction(rng):
     np.testing.assert_allclose(dw, ref.conv2d_backward(dy, x, wt, *args)[1], rtol=1e-4, atol=1e-3)
 
 
+def test_numpy_filter_product_in_column_blocks(rng):
+    """A few filters over a long im2col matrix are multiplied in column blocks, the last one
+    partial; the product must match the plain one, and a conv taking that path the reference."""
+    from gpucnn.backends.numpy_backend import NumpyBackend, _filter_product
+
+    w_mat = rng.standard_normal((2, 3, 9)).astype(np.float32)
+    cols = rng.standard_normal((2, 9, 3 * 4096 + 123)).astype(np.float32)
+    np.testing.assert_allclose(_filter_product(w_mat, cols), np.matmul(w_mat, cols), rtol=1e-6, atol=1e-6)
+
+    x = rng.standard_normal((12, 1, 30, 30)).astype(np.float32)  # L = 28*28*12 = 9408: 2 blocks + 1216
+    wt = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    args = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    y = NumpyBackend().conv2d_forward(x, wt, b, *args)
+    np.testing.assert_allclose(y, ref.conv2d(x, wt, b, *args), **SUM_TOL)
+
+
 def test_numpy_maxpool_backward_without_saved_offsets(rng):
     """The numpy backend reuses the forward's winning offsets when handed the very argmax it
     returned; any other argmax array (a copy, a loaded one) takes the general path, same result."""

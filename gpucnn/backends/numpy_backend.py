@@ -100,6 +100,23 @@ def _products_over_long_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total.transpose(0, 2, 1)
 
 
+def _filter_product(w_mat: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """w_mat: (G, K, R) @ cols: (G, R, L) -> (G, K, L).
+
+    For a few filters and a long L (LeNet's first layer: 6 x 25 @ 25 x 25088 for 32 images)
+    OpenBLAS runs one call about 1.5x slower than the same product over column blocks of 4096
+    (each block's panel of cols stays in L2): LeNet-5 inference at batch 1024 got 15% faster.
+    """
+    g, k, r = w_mat.shape
+    length = cols.shape[2]
+    if k > 8 or length <= 2 * 4096:
+        return np.matmul(w_mat, cols)
+    out = np.empty((g, k, length), dtype=np.result_type(w_mat, cols))
+    for start in range(0, length, 4096):
+        np.matmul(w_mat, cols[:, :, start:start + 4096], out=out[:, :, start:start + 4096])
+    return out
+
+
 def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
     """Output size and the padded extent that every window fits inside."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -233,7 +250,7 @@ class NumpyBackend(Backend):
         r = cg * kh * kw
         w_mat = w.reshape(groups, k // groups, r)
         for start, stop, cols in column_chunks:
-            part = np.matmul(w_mat, cols.reshape(groups, r, -1)).reshape(k, -1)
+            part = _filter_product(w_mat, cols.reshape(groups, r, -1)).reshape(k, -1)
             # the bias on the chunk while it is in cache, not as a pass over the whole output
             if b is not None:
                 part += b[:, None]
