@@ -6,8 +6,9 @@ batch 64, 128 and 256, and inference (forward only) at batch 1024.
 
 Each framework runs in its own processes (``--processes`` of each, alternating); each process
 reports the median of its timed steps, and the table shows the median of those medians and the
-ratio gpucnn / PyTorch. glibc's allocator settings (which move PyTorch between two speeds) and the
-thread count are fixed for both and written into the report.
+ratio gpucnn / PyTorch, and the range of the ratios of each round's two processes (run back to
+back, so they share the machine's state). glibc's allocator settings (which move PyTorch between
+two speeds) and the thread count are fixed for both and written into the report.
 
     python benchmarks/bench_cpu.py [--processes 5] [--steps 40] [--threads 2] [--out FILE.md]
 
@@ -145,11 +146,16 @@ def main() -> int:
     header = (f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"{args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, glibc malloc: {malloc}; "
               f"median of {args.processes} per-process medians of {args.steps} steps")
-    lines = [header, "", "| case | gpucnn numpy ms | PyTorch CPU ms | gpucnn / PyTorch |", "|---|---|---|---|"]
+    lines = [header, "", "| case | gpucnn numpy ms | PyTorch CPU ms | gpucnn / PyTorch | per-round ratios |",
+             "|---|---|---|---|---|"]
     for case in per_process["gpucnn"]:
         ours = statistics.median(per_process["gpucnn"][case])
         theirs = statistics.median(per_process["torch"][case])
-        lines.append(f"| {case} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x |")
+        # each round ran one process of each back to back: the spread of their ratios shows how
+        # far this machine's drifts move the comparison
+        rounds = [a / b for a, b in zip(per_process["gpucnn"][case], per_process["torch"][case])]
+        lines.append(f"| {case} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x | "
+                     f"{min(rounds):.2f}-{max(rounds):.2f}x |")
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -130,6 +130,10 @@ def test_conv2d_relu_maxpool2d_equals_the_three_ops(backend, rng, case):
     np.testing.assert_array_equal(backend.to_numpy(dx), rdx)
     np.testing.assert_array_equal(backend.to_numpy(dw), rdw)
     np.testing.assert_array_equal(backend.to_numpy(db), rdb)
+    with pytest.raises(ValueError, match="used up by an earlier backward pass"):
+        backend.conv2d_relu_maxpool2d_backward(put(dy), saved, put(x), put(wt), *conv_args, *pool_args)
+    _, saved = backend.conv2d_relu_maxpool2d_forward(put(x), put(wt), put(b), *conv_args, *pool_args, ceil_mode,
+                                                     keep_for_backward=True)
     no_dx = backend.conv2d_relu_maxpool2d_backward(put(dy), saved, put(x), put(wt), *conv_args, *pool_args,
                                                    need_input_grad=False)
     assert no_dx[0] is None
@@ -394,7 +398,9 @@ def test_numpy_filter_product_in_column_blocks(rng):
 
     w_mat = rng.standard_normal((2, 3, 9)).astype(np.float32)
     cols = rng.standard_normal((2, 9, 3 * 4096 + 123)).astype(np.float32)
-    np.testing.assert_allclose(_filter_product(w_mat, cols), np.matmul(w_mat, cols), rtol=1e-6, atol=1e-6)
+    out = np.full((2, 3, cols.shape[2]), np.nan, dtype=np.float32)
+    _filter_product(w_mat, cols, out)
+    np.testing.assert_allclose(out, np.matmul(w_mat, cols), rtol=1e-6, atol=1e-6)
 
     x = rng.standard_normal((12, 1, 30, 30)).astype(np.float32)  # L = 28*28*12 = 9408: 2 blocks + 1216
     wt = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)

@@ -30,8 +30,8 @@ OPS: dict[str, str] = {
         "(x, w, b|None, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, ceil_mode, "
         "keep_for_backward=False) -> (y, saved); y = maxpool2d(relu(conv2d(x))), bit for bit what the three "
         "ops give; x: (N, C, H, W) -> y: (N, K, PH, PW); saved: backend-specific state for the backward "
-        "(None unless keep_for_backward). base.composed_conv2d_relu_maxpool2d_forward runs the three ops; "
-        "a backend may fuse them"
+        "(None unless keep_for_backward), used up by one backward pass (ValueError on a second). "
+        "base.composed_conv2d_relu_maxpool2d_forward runs the three ops; a backend may fuse them"
     ),
     "conv2d_relu_maxpool2d_backward": (
         "(dy, saved, x, w, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, "

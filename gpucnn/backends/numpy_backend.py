@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .base import (
+    USED_STATE_MESSAGE,
     Backend,
     composed_conv2d_relu_maxpool2d_backward,
     composed_conv2d_relu_maxpool2d_forward,
@@ -41,7 +42,65 @@ def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
                       strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
 
 
-def _im2col(x, kh, kw, stride, padding, dilation, oh, ow) -> np.ndarray:
+class _TiledPoolState:
+    """What the fused conv + ReLU + max-pool forward keeps for its backward pass, which uses it up."""
+
+    __slots__ = ("columns", "offsets", "conv_hw")
+
+    def __init__(self, columns: list, offsets: list, conv_hw: tuple[int, int]) -> None:
+        self.columns: list | None = columns  # [(start, stop, im2col matrix)] per batch chunk
+        self.offsets = offsets  # per chunk, each window's winning offset, or the no-gradient marker
+        self.conv_hw = conv_hw
+
+
+class _Scratch:
+    """Large temporaries handed back after use and handed out again for the same shape.
+
+    A training step allocates the same multi-megabyte arrays every time (im2col matrices, their
+    products). With glibc's default settings each one is a fresh mmap whose pages fault in again:
+    about 4,000 page faults and twice the time per LeNet-5 step on the 2-core machine. Arrays are
+    kept by (shape, dtype) up to ``limit`` bytes in all, the least recently returned shapes
+    dropped first. Only arrays that nothing else refers to may be given back.
+    """
+
+    #: smaller arrays come from malloc's heap anyway
+    MIN_BYTES = 64 << 10
+
+    def __init__(self, limit: int = 256 << 20) -> None:
+        self.limit = limit
+        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._bytes = 0
+
+    def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of this shape and dtype."""
+        stack = self._free.get((tuple(shape), np.dtype(dtype)))
+        if stack:
+            array = stack.pop()
+            self._bytes -= array.nbytes
+            return array
+        return np.empty(shape, dtype=dtype)
+
+    def give(self, *arrays: np.ndarray) -> None:
+        for array in arrays:
+            if array.nbytes < self.MIN_BYTES or array.base is not None or array.nbytes > self.limit:
+                continue
+            key = (array.shape, array.dtype)
+            stack = self._free.pop(key, [])
+            stack.append(array)
+            self._free[key] = stack  # now the most recently returned shape
+            self._bytes += array.nbytes
+            while self._bytes > self.limit:
+                oldest = next(iter(self._free))
+                dropped = self._free[oldest].pop(0)
+                self._bytes -= dropped.nbytes
+                if not self._free[oldest]:
+                    del self._free[oldest]
+
+
+_UNPOOLED = _Scratch(limit=0)  # takes plain new arrays and keeps nothing
+
+
+def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch = _UNPOOLED) -> np.ndarray:
     """x: (N, C, H, W) -> cols: (C*KH*KW, OH*OW*N), the one copy the convolution makes.
 
     The batch is the innermost axis (x is first laid out (C, H, W, N)), so each of the KH*KW
@@ -50,14 +109,18 @@ def _im2col(x, kh, kw, stride, padding, dilation, oh, ow) -> np.ndarray:
     """
     n, c, h, w = x.shape
     (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
-    x_last = np.zeros((c, h + pt + pb, w + pl + pr, n), dtype=x.dtype)
+    x_last = scratch.take((c, h + pt + pb, w + pl + pr, n), x.dtype)
+    if pt or pb or pl or pr:
+        x_last.fill(0)
     x_last[:, pt:pt + h, pl:pl + w] = x.transpose(1, 2, 3, 0)
-    cols = np.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
+    cols = scratch.take((c * kh * kw, oh * ow * n), x.dtype)
+    windows = cols.reshape(c, kh, kw, oh, ow, n)
     for i in range(kh):
         rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
         for j in range(kw):
-            cols[:, i, j] = x_last[:, rows, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-    return cols.reshape(c * kh * kw, oh * ow * n)
+            windows[:, i, j] = x_last[:, rows, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+    scratch.give(x_last)
+    return cols
 
 
 def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
@@ -100,8 +163,8 @@ def _products_over_long_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total.transpose(0, 2, 1)
 
 
-def _filter_product(w_mat: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """w_mat: (G, K, R) @ cols: (G, R, L) -> (G, K, L).
+def _filter_product(w_mat: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """w_mat: (G, K, R) @ cols: (G, R, L) -> out: (G, K, L).
 
     For a few filters and a long L (LeNet's first layer: 6 x 25 @ 25 x 25088 for 32 images)
     OpenBLAS runs one call about 1.5x slower than the same product over column blocks of 4096
@@ -110,8 +173,7 @@ def _filter_product(w_mat: np.ndarray, cols: np.ndarray) -> np.ndarray:
     g, k, r = w_mat.shape
     length = cols.shape[2]
     if k > 8 or length <= 2 * 4096:
-        return np.matmul(w_mat, cols)
-    out = np.empty((g, k, length), dtype=np.result_type(w_mat, cols))
+        return np.matmul(w_mat, cols, out=out)
     for start in range(0, length, 4096):
         np.matmul(w_mat, cols[:, :, start:start + 4096], out=out[:, :, start:start + 4096])
     return out
@@ -213,6 +275,7 @@ class NumpyBackend(Backend):
         # id(argmax) -> (argmax, offset): max pooling's winning kernel offset per window (uint8), so
         # the backward pass compares a quarter of the bytes that the int32 argmax would take
         self._saved_offsets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._scratch = _Scratch()
 
     @staticmethod
     def _remember(cache: dict, key: int, value: tuple, limit: int) -> None:
@@ -229,7 +292,8 @@ class NumpyBackend(Backend):
             if saved is not None and saved[0] is x and saved[1] == geometry:
                 return saved[2]
         n, step = x.shape[0], self.BATCH_CHUNK
-        cols = [(start, min(start + step, n), _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow))
+        cols = [(start, min(start + step, n),
+                 _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
                 for start in range(0, n, step)]
         if keep:
             self._remember(self._saved_columns, id(x), (x, geometry, cols), self.SAVED_COLUMNS)
@@ -242,19 +306,23 @@ class NumpyBackend(Backend):
         return np.asarray(a)
 
     # ---------------------------------------------------------------- convolution
-    @staticmethod
-    def _conv_chunks(w, b, column_chunks, oh, ow, groups):
+    def _conv_chunks(self, w, b, column_chunks, oh, ow, groups, keep_columns):
         """Yields (start, stop, conv): each batch chunk's convolution plus bias, still in the
-        batch-innermost layout of its im2col columns, conv: (K, OH, OW, m)."""
+        batch-innermost layout of its im2col columns, conv: (K, OH, OW, m), valid until the next
+        chunk is asked for. Columns not kept for a backward pass go back to the scratch pool."""
         k, cg, kh, kw = w.shape
         r = cg * kh * kw
         w_mat = w.reshape(groups, k // groups, r)
         for start, stop, cols in column_chunks:
-            part = _filter_product(w_mat, cols.reshape(groups, r, -1)).reshape(k, -1)
+            part = self._scratch.take((k, oh * ow * (stop - start)), w.dtype)
+            _filter_product(w_mat, cols.reshape(groups, r, -1), part.reshape(groups, k // groups, -1))
+            if not keep_columns:
+                self._scratch.give(cols)
             # the bias on the chunk while it is in cache, not as a pass over the whole output
             if b is not None:
                 part += b[:, None]
             yield start, stop, part.reshape(k, oh, ow, stop - start)
+            self._scratch.give(part)
 
     # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
@@ -263,7 +331,7 @@ class NumpyBackend(Backend):
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
-        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups):
+        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups, keep_for_backward):
             if relu:
                 np.maximum(conv, 0, out=conv)
             y[start:stop] = conv.transpose(3, 0, 1, 2)
@@ -275,14 +343,20 @@ class NumpyBackend(Backend):
         oh, ow = dy.shape[2:]
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True)
         # dy with the batch innermost, (K, OH, OW, m), matching the columns of _im2col
-        grads = (np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0)) for start, stop, _ in column_chunks)
+        grads = (self._batch_last(dy[start:stop]) for start, stop, _ in column_chunks)
         return self._conv_backward_chunks(zip(column_chunks, grads), x.shape, w, stride, padding, dilation,
                                           groups, need_input_grad)
 
-    @staticmethod
-    def _conv_backward_chunks(chunks, x_shape, w, stride, padding, dilation, groups, need_input_grad):
+    def _batch_last(self, a: np.ndarray) -> np.ndarray:
+        """a: (m, K, H, W) -> (K, H, W, m), contiguous, in a scratch array."""
+        out = self._scratch.take(a.shape[1:] + a.shape[:1], a.dtype)
+        np.copyto(out, a.transpose(1, 2, 3, 0))
+        return out
+
+    def _conv_backward_chunks(self, chunks, x_shape, w, stride, padding, dilation, groups, need_input_grad):
         """(dx|None, dw, db) from ((start, stop, cols), dy_last) per batch chunk, where dy_last is
-        that chunk's output gradient in the batch-innermost layout (K, OH, OW, m)."""
+        that chunk's output gradient in the batch-innermost layout (K, OH, OW, m). The columns and
+        dy_last are used up: they go back to the scratch pool."""
         n, c, h, wd = x_shape
         k, cg, kh, kw = w.shape
         r = cg * kh * kw
@@ -290,24 +364,28 @@ class NumpyBackend(Backend):
         (sh, sw), (dil_h, dil_w), (pt, pb, pl, pr) = stride, dilation, padding
         dw = db = None
         dx = np.empty(x_shape, dtype=w.dtype) if need_input_grad else None
-        for (start, stop, cols), dy_last in chunks:
-            _, oh, ow, m = dy_last.shape
-            dy_last = dy_last.reshape(groups, k // groups, -1)
+        for (start, stop, cols), dy_chunk in chunks:
+            _, oh, ow, m = dy_chunk.shape
+            dy_last = dy_chunk.reshape(groups, k // groups, -1)
             part = _products_over_long_axis(cols.reshape(groups, r, -1), dy_last)
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
             # the bias gradient from dy's contiguous rows: faster than dy.sum(axis=(0, 2, 3))
             db_part = dy_last.sum(axis=-1).reshape(k)
             db = db_part if db is None else db + db_part
-            if not need_input_grad:
-                continue
-            dcols = np.matmul(w_t, dy_last).reshape(c, kh, kw, oh, ow, m)
-            # col2im, batch innermost like _im2col: inner loops of OW*m elements
-            dx_last = np.zeros((c, h + pt + pb, wd + pl + pr, m), dtype=w.dtype)
-            for i in range(kh):
-                rows = slice(i * dil_h, i * dil_h + sh * (oh - 1) + 1, sh)
-                for j in range(kw):
-                    dx_last[:, rows, j * dil_w:j * dil_w + sw * (ow - 1) + 1:sw] += dcols[:, i, j]
-            dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
+            if need_input_grad:
+                dcols = self._scratch.take((c * kh * kw, oh * ow * m), w.dtype)
+                np.matmul(w_t, dy_last, out=dcols.reshape(groups, r, -1))
+                windows = dcols.reshape(c, kh, kw, oh, ow, m)
+                # col2im, batch innermost like _im2col: inner loops of OW*m elements
+                dx_last = self._scratch.take((c, h + pt + pb, wd + pl + pr, m), w.dtype)
+                dx_last.fill(0)
+                for i in range(kh):
+                    rows = slice(i * dil_h, i * dil_h + sh * (oh - 1) + 1, sh)
+                    for j in range(kw):
+                        dx_last[:, rows, j * dil_w:j * dil_w + sw * (ow - 1) + 1:sw] += windows[:, i, j]
+                dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
+                self._scratch.give(dcols, dx_last)
+            self._scratch.give(cols, dy_chunk)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
@@ -327,7 +405,7 @@ class NumpyBackend(Backend):
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow)
         y = np.empty((n, k, ph, pw), dtype=x.dtype)
         offsets = []
-        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups):
+        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups, keep_for_backward):
             windows = _tiled_windows(conv, kernel, (ph, pw))
             if keep_for_backward:
                 best, offset = _running_max(windows)
@@ -340,15 +418,18 @@ class NumpyBackend(Backend):
                     np.maximum(best, view, out=best)
             np.maximum(best, 0, out=best)
             y[start:stop] = best.transpose(3, 0, 1, 2)
-        return y, (("tiled", column_chunks, offsets, (oh, ow)) if keep_for_backward else None)
+        return y, (_TiledPoolState(column_chunks, offsets, (oh, ow)) if keep_for_backward else None)
 
     # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
     def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
                                        pool_stride, pool_padding, need_input_grad=True):
-        if saved is None or saved[0] != "tiled":
+        if not isinstance(saved, _TiledPoolState):
             return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
                                                         kernel, pool_stride, pool_padding, need_input_grad)
-        _, column_chunks, offsets, (oh, ow) = saved
+        if saved.columns is None:  # its im2col matrices went back to the scratch pool
+            raise ValueError(USED_STATE_MESSAGE)
+        column_chunks, offsets, (oh, ow) = saved.columns, saved.offsets, saved.conv_hw
+        saved.columns = None
         k = w.shape[0]
         ph, pw = dy.shape[2:]
         kh, kw = kernel
@@ -356,8 +437,9 @@ class NumpyBackend(Backend):
         def unpooled(start, stop, offset):
             # each window's gradient to its winning offset, straight into the batch-innermost layout
             pooled = np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0))
-            make = np.empty if (ph * kh, pw * kw) == (oh, ow) else np.zeros  # a floor-mode remainder gets 0
-            dconv = make((k, oh, ow, stop - start), dtype=dy.dtype)
+            dconv = self._scratch.take((k, oh, ow, stop - start), dy.dtype)
+            if (ph * kh, pw * kw) != (oh, ow):
+                dconv.fill(0)  # a floor-mode remainder no window covers
             for index, view in enumerate(_tiled_windows(dconv, kernel, (ph, pw))):
                 np.multiply(pooled, offset == index, out=view)
             return dconv
