@@ -410,6 +410,57 @@ def test_numpy_filter_product_in_column_blocks(rng):
     np.testing.assert_allclose(y, ref.conv2d(x, wt, b, *args), **SUM_TOL)
 
 
+def test_numpy_scratch_pool_hands_back_by_shape_within_its_limit():
+    from gpucnn.backends.numpy_backend import _Scratch
+
+    pool = _Scratch(limit=3 << 20)
+    a = pool.take((256, 1024), np.float32)  # 1 MiB
+    pool.give(a, a[:10], np.empty(10, np.float32))  # a view and a small array are never kept
+    assert pool.take((256, 1024), np.float32) is a
+    assert pool.take((256, 1024), np.float32) is not a  # handed out once only
+    b, c = pool.take((512, 1024), np.float32), pool.take((512, 1024), np.float64)  # 2 and 4 MiB
+    pool.give(a, b, c)  # c alone is over the limit
+    assert pool.take((512, 1024), np.float64) is not c
+    d = pool.take((128, 1024), np.float32)
+    pool.give(d, d.copy())  # 3.5 MiB: the least recently returned shape (a's) goes first
+    assert pool.take((256, 1024), np.float32) is not a
+    assert pool.take((512, 1024), np.float32) is b
+
+
+def test_numpy_training_steps_equal_with_and_without_buffer_reuse(rng):
+    """Steps that recycle the scratch pool's buffers give bit for bit what fresh arrays give: no
+    buffer is handed out while something still reads it (batch 160: chunks of 64, 64 and 32)."""
+    import gpucnn
+    from gpucnn.backends.numpy_backend import NumpyBackend, _Scratch
+
+    def train(reuse):
+        backend = NumpyBackend()
+        if not reuse:
+            backend._scratch = _Scratch(limit=0)
+        with gpucnn.use_backend("numpy"):
+            model = gpucnn.LeNet5(rng=np.random.default_rng(5))
+        for m in model.modules():
+            object.__setattr__(m, "backend", backend)
+            for p in m._parameters.values():
+                p.backend = backend
+        opt = gpucnn.optim.SGD(model, lr=0.1, momentum=0.9)
+        loss_fn = gpucnn.SoftmaxCrossEntropy(backend="numpy")
+        data = np.random.default_rng(6)
+        for _ in range(3):
+            x = data.standard_normal((160, 1, 28, 28)).astype(np.float32)
+            opt.zero_grad()
+            loss_fn(model(x), data.integers(0, 10, 160))
+            model.backward_params(loss_fn.backward())
+            opt.step()
+        return [p.data.copy() for p in model.params()], backend._scratch._bytes
+
+    reused, pooled_bytes = train(True)
+    fresh, _ = train(False)
+    assert pooled_bytes > 0
+    for a, b in zip(reused, fresh):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_numpy_maxpool_backward_without_saved_offsets(rng):
     """The numpy backend reuses the forward's winning offsets when handed the very argmax it
     returned; any other argmax array (a copy, a loaded one) takes the general path, same result."""

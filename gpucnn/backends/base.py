@@ -59,9 +59,22 @@ def hash32(value: int) -> int:
     return x
 
 
-USED_STATE = "used by a backward pass"
-USED_STATE_MESSAGE = ("conv2d_relu_maxpool2d_backward: this forward state was used up by an earlier backward "
-                      "pass; run the forward again")
+class ConvPoolState:
+    """What conv2d_relu_maxpool2d_forward keeps for its backward pass: opaque to the caller, and
+    used up by one backward (the CPU backend recycles its buffers then), on every backend alike."""
+
+    __slots__ = ("kind", "_parts")
+
+    def __init__(self, kind: str, parts: tuple) -> None:
+        self.kind = kind  # which forward made it: "composed" or a backend's own fused version
+        self._parts: tuple | None = parts
+
+    def use(self) -> tuple:
+        if self._parts is None:
+            raise ValueError("conv2d_relu_maxpool2d_backward: this forward state was used up by an earlier "
+                             "backward pass; run the forward again")
+        parts, self._parts = self._parts, None
+        return parts
 
 
 # x: (N, C, H, W) -> y: (N, K, PH, PW)
@@ -74,7 +87,7 @@ def composed_conv2d_relu_maxpool2d_forward(backend: Backend, x: Any, w: Any, b: 
     conv = backend.conv2d_forward(x, w, b, stride, padding, dilation, groups, relu=True,
                                   keep_for_backward=keep_for_backward)
     y, argmax = backend.maxpool2d_forward(conv, kernel, pool_stride, pool_padding, ceil_mode)
-    return y, (["composed", y, argmax, tuple(conv.shape)] if keep_for_backward else None)
+    return y, (ConvPoolState("composed", (y, argmax, tuple(conv.shape))) if keep_for_backward else None)
 
 
 # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
@@ -85,13 +98,10 @@ def composed_conv2d_relu_maxpool2d_backward(backend: Backend, dy: Any, saved: An
     """The backward of the composed forward: the ReLU mask on the pooled gradient (each window
     routes to its argmax, where the ReLU's output is the pooled output), then the pooling's and
     the convolution's backward."""
-    if isinstance(saved, list) and saved and saved[0] == USED_STATE:
-        raise ValueError(USED_STATE_MESSAGE)
-    if not (isinstance(saved, list) and saved and saved[0] == "composed"):
+    if not isinstance(saved, ConvPoolState) or saved.kind != "composed":
         raise ValueError("conv2d_relu_maxpool2d_backward: needs the state of a forward run with "
                          "keep_for_backward=True on this backend")
-    _, y, argmax, conv_shape = saved
-    saved[:] = [USED_STATE]  # one backward per forward, on every backend (the CPU recycles its buffers)
+    y, argmax, conv_shape = saved.use()
     dconv = backend.maxpool2d_backward(backend.relu_backward(dy, y), argmax, conv_shape, kernel, pool_stride,
                                        pool_padding)
     return backend.conv2d_backward(dconv, x, w, stride, padding, dilation, groups, need_input_grad=need_input_grad)

@@ -12,8 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .base import (
-    USED_STATE_MESSAGE,
     Backend,
+    ConvPoolState,
     composed_conv2d_relu_maxpool2d_backward,
     composed_conv2d_relu_maxpool2d_forward,
     dropout_key,
@@ -40,17 +40,6 @@ def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
     n, c = xpad.shape[:2]
     return as_strided(xpad, shape=(n, c, kh, kw, oh, ow),
                       strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
-
-
-class _TiledPoolState:
-    """What the fused conv + ReLU + max-pool forward keeps for its backward pass, which uses it up."""
-
-    __slots__ = ("columns", "offsets", "conv_hw")
-
-    def __init__(self, columns: list, offsets: list, conv_hw: tuple[int, int]) -> None:
-        self.columns: list | None = columns  # [(start, stop, im2col matrix)] per batch chunk
-        self.offsets = offsets  # per chunk, each window's winning offset, or the no-gradient marker
-        self.conv_hw = conv_hw
 
 
 class _Scratch:
@@ -97,10 +86,7 @@ class _Scratch:
                     del self._free[oldest]
 
 
-_UNPOOLED = _Scratch(limit=0)  # takes plain new arrays and keeps nothing
-
-
-def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch = _UNPOOLED) -> np.ndarray:
+def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> np.ndarray:
     """x: (N, C, H, W) -> cols: (C*KH*KW, OH*OW*N), the one copy the convolution makes.
 
     The batch is the innermost axis (x is first laid out (C, H, W, N)), so each of the KH*KW
@@ -418,18 +404,16 @@ class NumpyBackend(Backend):
                     np.maximum(best, view, out=best)
             np.maximum(best, 0, out=best)
             y[start:stop] = best.transpose(3, 0, 1, 2)
-        return y, (_TiledPoolState(column_chunks, offsets, (oh, ow)) if keep_for_backward else None)
+        # per chunk: (start, stop, im2col matrix), and each window's winning offset or no-gradient marker
+        return y, (ConvPoolState("tiled", (column_chunks, offsets, (oh, ow))) if keep_for_backward else None)
 
     # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
     def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
                                        pool_stride, pool_padding, need_input_grad=True):
-        if not isinstance(saved, _TiledPoolState):
+        if not isinstance(saved, ConvPoolState) or saved.kind != "tiled":
             return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
                                                         kernel, pool_stride, pool_padding, need_input_grad)
-        if saved.columns is None:  # its im2col matrices went back to the scratch pool
-            raise ValueError(USED_STATE_MESSAGE)
-        column_chunks, offsets, (oh, ow) = saved.columns, saved.offsets, saved.conv_hw
-        saved.columns = None
+        column_chunks, offsets, (oh, ow) = saved.use()  # its im2col matrices go back to the scratch pool
         k = w.shape[0]
         ph, pw = dy.shape[2:]
         kh, kw = kernel
