@@ -8,6 +8,8 @@ KH*KW iterations, each a whole-tensor strided operation) and, in convolutions, o
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -49,7 +51,8 @@ class _Scratch:
     products). With glibc's default settings each one is a fresh mmap whose pages fault in again:
     about 4,000 page faults and twice the time per LeNet-5 step on the 2-core machine. Arrays are
     kept by (shape, dtype) up to ``limit`` bytes in all, the least recently returned shapes
-    dropped first. Only arrays that nothing else refers to may be given back.
+    dropped first. Only arrays that nothing else refers to may be given back. A lock keeps the
+    pool whole when models on the numpy backend train in several threads.
     """
 
     #: smaller arrays come from malloc's heap anyway
@@ -59,31 +62,37 @@ class _Scratch:
         self.limit = limit
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of this shape and dtype."""
-        stack = self._free.get((tuple(shape), np.dtype(dtype)))
-        if stack:
-            array = stack.pop()
-            self._bytes -= array.nbytes
-            return array
+        with self._lock:
+            stack = self._free.get((tuple(shape), np.dtype(dtype)))
+            if stack:
+                array = stack.pop()
+                self._bytes -= array.nbytes
+                return array
         return np.empty(shape, dtype=dtype)
 
     def give(self, *arrays: np.ndarray) -> None:
-        for array in arrays:
-            if array.nbytes < self.MIN_BYTES or array.base is not None or array.nbytes > self.limit:
-                continue
-            key = (array.shape, array.dtype)
-            stack = self._free.pop(key, [])
-            stack.append(array)
-            self._free[key] = stack  # now the most recently returned shape
-            self._bytes += array.nbytes
-            while self._bytes > self.limit:
-                oldest = next(iter(self._free))
-                dropped = self._free[oldest].pop(0)
-                self._bytes -= dropped.nbytes
-                if not self._free[oldest]:
-                    del self._free[oldest]
+        with self._lock:
+            for array in arrays:
+                self._keep(array)
+
+    def _keep(self, array: np.ndarray) -> None:
+        if array.nbytes < self.MIN_BYTES or array.base is not None or array.nbytes > self.limit:
+            return
+        key = (array.shape, array.dtype)
+        stack = self._free.pop(key, [])
+        stack.append(array)
+        self._free[key] = stack  # now the most recently returned shape
+        self._bytes += array.nbytes
+        while self._bytes > self.limit:
+            oldest = next(iter(self._free))
+            dropped = self._free[oldest].pop(0)
+            self._bytes -= dropped.nbytes
+            if not self._free[oldest]:
+                del self._free[oldest]
 
 
 def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> np.ndarray:
