@@ -22,7 +22,7 @@ from .base import (
     dropout_scale,
     dropout_threshold,
 )
-from .shapes import conv_output_size, pool_output_size
+from .shapes import conv_output_hw, pool_output_hw
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
 GEMM_TILE = 64              # conv2d.cu's TILE_M / TILE_N
@@ -128,10 +128,8 @@ class CudaBackend(Backend):
         x = self._input(x, "conv2d_forward x")
         w = self._input(w, "conv2d_forward w", x.dtype)
         bias = w if b is None else self._input(b, "conv2d_forward b", x.dtype)
-        n, c, h, wd = x.shape
-        k, cg, kh, kw = w.shape
-        oh = conv_output_size(h, kh, stride[0], padding[0], padding[1], dilation[0])
-        ow = conv_output_size(wd, kw, stride[1], padding[2], padding[3], dilation[1])
+        n, k = x.shape[0], w.shape[0]
+        oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
         y = self.device.empty((n, k, oh, ow), x.dtype)
         grid = (_blocks(n * oh * ow, GEMM_TILE), _blocks(k // groups, GEMM_TILE), groups)
         self._launch("conv2d", "conv2d_forward", grid, (GEMM_THREADS,),
@@ -192,14 +190,10 @@ class CudaBackend(Backend):
         return [_Index(n * c), _Index(h), _Index(w), _Index(out_hw[0]), _Index(out_hw[1]), i32(kernel[0]),
                 i32(kernel[1]), i32(stride[0]), i32(stride[1])]
 
-    def _pool_out(self, x_shape, kernel, stride, padding, ceil_mode):
-        return (pool_output_size(x_shape[2], kernel[0], stride[0], padding[0], ceil_mode),
-                pool_output_size(x_shape[3], kernel[1], stride[1], padding[1], ceil_mode))
-
     # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW)
     def maxpool2d_forward(self, x, kernel, stride, padding, ceil_mode):
         x = self._input(x, "maxpool2d_forward x")
-        oh, ow = self._pool_out(x.shape, kernel, stride, padding, ceil_mode)
+        oh, ow = pool_output_hw(x.shape[2:], kernel, stride, padding, ceil_mode)
         y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
         argmax = self.device.empty(y.shape, np.int32)
         self._launch("maxpool2d", "maxpool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
@@ -231,7 +225,7 @@ class CudaBackend(Backend):
 
     def avgpool2d_forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad):
         x = self._input(x, "avgpool2d_forward x")
-        oh, ow = self._pool_out(x.shape, kernel, stride, padding, ceil_mode)
+        oh, ow = pool_output_hw(x.shape[2:], kernel, stride, padding, ceil_mode)
         y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
         self._launch("avgpool2d", "avgpool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
                      [x, y, *self._pool_args(x.shape, (oh, ow), kernel, stride), np.int32(padding[0]),
@@ -248,7 +242,7 @@ class CudaBackend(Backend):
 
     def lppool2d_forward(self, x, norm_type, kernel, stride, ceil_mode):
         x = self._input(x, "lppool2d_forward x")
-        oh, ow = self._pool_out(x.shape, kernel, stride, (0, 0), ceil_mode)
+        oh, ow = pool_output_hw(x.shape[2:], kernel, stride, (0, 0), ceil_mode)
         y = self.device.empty(x.shape[:2] + (oh, ow), x.dtype)
         self._launch("lppool2d", "lppool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
                      [x, y, *self._pool_args(x.shape, (oh, ow), kernel, stride), _Real(norm_type)], x.dtype, (x,))

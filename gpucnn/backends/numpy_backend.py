@@ -22,7 +22,7 @@ from .base import (
     dropout_scale,
     dropout_threshold,
 )
-from .shapes import conv_output_hw, pool_output_hw, pool_output_size
+from .shapes import conv_output_hw, pool_output_hw
 
 
 def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float) -> np.ndarray:
@@ -177,8 +177,7 @@ def _filter_product(w_mat: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.
 def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
     """Output size and the padded extent that every window fits inside."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh = pool_output_size(h, kh, sh, ph, ceil_mode)
-    ow = pool_output_size(w, kw, sw, pw, ceil_mode)
+    oh, ow = pool_output_hw((h, w), kernel, stride, padding, ceil_mode)
     bottom = max(0, (oh - 1) * sh + kh - ph - h)
     right = max(0, (ow - 1) * sw + kw - pw - w)
     return oh, ow, bottom, right
@@ -429,12 +428,13 @@ class NumpyBackend(Backend):
 
         def unpooled(start, stop, offset):
             # each window's gradient to its winning offset, straight into the batch-innermost layout
-            pooled = np.ascontiguousarray(dy[start:stop].transpose(1, 2, 3, 0))
+            pooled = self._batch_last(dy[start:stop])
             dconv = self._scratch.take((k, oh, ow, stop - start), dy.dtype)
             if (ph * kh, pw * kw) != (oh, ow):
                 dconv.fill(0)  # a floor-mode remainder no window covers
             for index, view in enumerate(_tiled_windows(dconv, kernel, (ph, pw))):
                 np.multiply(pooled, offset == index, out=view)
+            self._scratch.give(pooled)
             return dconv
 
         grads = (unpooled(start, stop, offset) for (start, stop, _), offset in zip(column_chunks, offsets))
