@@ -53,6 +53,10 @@ class _Scratch:
     kept by (shape, dtype) up to ``limit`` bytes in all, the least recently returned shapes
     dropped first. Only arrays that nothing else refers to may be given back. A lock keeps the
     pool whole when models on the numpy backend train in several threads.
+
+    Every stack in ``_free`` holds at least one array: eviction takes the oldest key's first
+    array, so an emptied stack left behind would be popped from (an IndexError once a batch is
+    large enough for its shapes to overflow ``limit``).
     """
 
     #: smaller arrays come from malloc's heap anyway
@@ -66,10 +70,13 @@ class _Scratch:
 
     def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of this shape and dtype."""
+        key = (tuple(shape), np.dtype(dtype))
         with self._lock:
-            stack = self._free.get((tuple(shape), np.dtype(dtype)))
+            stack = self._free.get(key)
             if stack:
                 array = stack.pop()
+                if not stack:
+                    del self._free[key]
                 self._bytes -= array.nbytes
                 return array
         return np.empty(shape, dtype=dtype)
@@ -535,17 +542,49 @@ class NumpyBackend(Backend):
                                padding[0], padding[1], h + padding[0] + bottom, w + padding[1] + right)
 
     # y = (sum x^p * KH*KW / count)^(1/p): PyTorch's LPPool2d, whose ceil-mode partial windows
-    # are scaled up to a full window's size.
+    # are scaled up to a full window's size; p = inf is the window's max |x|, as in PyTorch.
     def lppool2d_forward(self, x, norm_type, kernel, stride, ceil_mode):
-        mean = self.avgpool2d_forward(x ** norm_type, kernel, stride, (0, 0), ceil_mode, True)
-        return (mean * (kernel[0] * kernel[1])) ** (1.0 / norm_type)
+        if norm_type == np.inf:
+            return np.ascontiguousarray(self._abs_windows(x, kernel, stride, ceil_mode).max(axis=(2, 3)))
+        # a negative x^p or the root of a negative sum is NaN, as in PyTorch: no warning for it
+        with np.errstate(invalid="ignore"):
+            mean = self.avgpool2d_forward(x ** norm_type, kernel, stride, (0, 0), ceil_mode, True)
+            return (mean * (kernel[0] * kernel[1])) ** (1.0 / norm_type)
 
     def lppool2d_backward(self, dy, x, y, norm_type, kernel, stride, ceil_mode):
-        # dy/dx_i = KH*KW/count * x_i^(p-1) * y^(1-p); windows whose norm is 0 pass no gradient
-        safe_y = np.where(y > 0, y, 1)
-        outer = np.where(y > 0, dy * safe_y ** (1 - norm_type), 0) * (kernel[0] * kernel[1])
-        spread = self.avgpool2d_backward(outer, x.shape, kernel, stride, (0, 0), ceil_mode, True)
-        return spread * x ** (norm_type - 1)
+        if norm_type == np.inf:
+            return self._max_norm_backward(dy, x, kernel, stride, ceil_mode)
+        # dy/dx_i = KH*KW/count * x_i^(p-1) * y^(1-p). Only a zero norm is skipped (0/0, which
+        # PyTorch sets to 0): a negative y (p = 1) passes its gradient and a NaN y passes NaN,
+        # except at p = 1, a plain sum whose gradient (y^0 = 1) does not depend on x (PyTorch
+        # gives 0 there). 0^(p-1) for p < 1 is inf, as in PyTorch.
+        zero = y == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            outer = np.where(zero, 0, dy * np.where(zero, 1, y) ** (1 - norm_type)) * (kernel[0] * kernel[1])
+            spread = self.avgpool2d_backward(outer, x.shape, kernel, stride, (0, 0), ceil_mode, True)
+            return spread * x ** (norm_type - 1)
+
+    @staticmethod
+    def _abs_windows(x, kernel, stride, ceil_mode):
+        """|x|'s windows (N, C, KH, KW, OH, OW); a ceil-mode window's cells past the input hold -1,
+        below every |x|, so they never win."""
+        h, w = x.shape[2:]
+        oh, ow, bottom, right = _pool_geometry(h, w, kernel, stride, (0, 0), ceil_mode)
+        return _window_view(_pad(np.abs(x), 0, bottom, 0, right, -1.0), *kernel, *stride, 1, 1, oh, ow)
+
+    def _max_norm_backward(self, dy, x, kernel, stride, ceil_mode):
+        """sign(x) * dy to the element each window's max |x| came from: the first on ties, as
+        PyTorch, and the first NaN (lppool2d.cu's rule; np.argmax's too). sign(NaN) is NaN, where
+        PyTorch's is 0: a NaN window's gradient stays NaN."""
+        (kh, kw), (sh, sw) = kernel, stride
+        h, w = x.shape[2:]
+        windows = self._abs_windows(x, kernel, stride, ceil_mode)
+        n, c, _, _, oh, ow = windows.shape
+        winner = np.argmax(windows.reshape(n, c, kh * kw, oh, ow), axis=2)
+        bottom, right = _pool_geometry(h, w, kernel, stride, (0, 0), ceil_mode)[2:]
+        signs = np.sign(_window_view(_pad(x, 0, bottom, 0, right, 0.0), kh, kw, sh, sw, 1, 1, oh, ow))
+        return _spread_windows(lambda i, j: np.where(winner == i * kw + j, dy * signs[:, :, i, j], 0), x.shape,
+                               kh, kw, sh, sw, 1, 1, 0, 0, h + bottom, w + right)
 
     # ---------------------------------------------------------------- activations
     def relu_forward(self, x):
