@@ -1,24 +1,211 @@
 """save/load: a model (and optionally its optimizer) as one ``.npz`` of plain arrays.
 
+Two layers. ``write_checkpoint``/``read_checkpoint`` own the file format and turn every damaged or foreign
+file into a ``CheckpointError`` that names the path and the reason; ``save``/``load`` only map a model and
+its optimizer to and from named arrays.
+
+Version 2 layout: a zip of ``.npy`` entries as ``np.savez`` writes it (``param/<name>``, ``buffer/<name>``,
+``optim/<param name>/<state key>``) and ``meta``, a 0-d string array holding a JSON object with ``format``
+(``"gpucnn-checkpoint"``), ``version`` (2), ``sha256``, ``model``, ``extra`` and, with an optimizer,
+``optimizer``. ``sha256`` is the hex SHA-256 over every other entry in name order, each as one line of JSON
+``[name, dtype.str, shape]`` and then its bytes in C order. Version 1 is the same without ``sha256``.
+
 Files are read with ``allow_pickle=False``, so loading an untrusted file can never run code.
 A save goes to a temporary file in the same directory, then replaces the target atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import lzma
+import math
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .nn.module import Module
 from .optim import Optimizer
 
 FORMAT = "gpucnn-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+_META = "meta"
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+# what zipfile, its decompressors and numpy's .npy reader raise on damaged bytes (flipping a bit in each byte of
+# a checkpoint, as tests/test_checkpoint_files.py does, meets most of them); OSError because bz2 and a seek to a
+# corrupt offset report that way. A missing file fails earlier, in _check_signature, and stays FileNotFoundError.
+_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error, zlib.error,
+           lzma.LZMAError, NotImplementedError, RuntimeError, OSError)
+
+
+class CheckpointError(ValueError):
+    """A file that is no readable gpucnn checkpoint, or one that does not fit the model; the message names the path.
+
+    A ValueError, so code that caught the errors of earlier versions still catches it.
+    """
+
+
+# --- the file format ------------------------------------------------------------------------------------------
+
+
+def write_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and the JSON-serialisable ``meta`` to ``path`` as a version-2 checkpoint, atomically.
+
+    ``meta`` gains ``format``, ``version`` and ``sha256``. The name ``meta`` is reserved, and object arrays are
+    refused because reading them back would need pickle.
+    """
+    arrays = {name: np.asarray(a) for name, a in arrays.items()}
+    if _META in arrays:
+        raise ValueError(f"write_checkpoint: the array name {_META!r} is reserved for the metadata")
+    objects = sorted(name for name, a in arrays.items() if a.dtype.hasobject)
+    if objects:
+        raise TypeError(f"write_checkpoint: object arrays need pickle and are not stored: {', '.join(objects)}")
+    full = {**meta, "format": FORMAT, "version": VERSION, "sha256": _digest(arrays)}
+    _write_atomically(Path(path), {**arrays, _META: np.array(json.dumps(full))})
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and the meta of a checkpoint written by ``write_checkpoint`` (or a version-1 ``save``).
+
+    Raises CheckpointError, naming ``path``, for a file that is truncated or corrupt, is not a gpucnn
+    checkpoint, has a version this code cannot read or fails its checksum; a missing path raises
+    FileNotFoundError.
+    """
+    path = Path(path)
+    _check_signature(path)
+    arrays = _read_entries(path)
+    if _META not in arrays:
+        raise CheckpointError(f"{path} is not a gpucnn checkpoint (it has no {_META!r} entry)")
+    meta = _parse_meta(path, arrays.pop(_META))
+    if meta["version"] >= 2:
+        _check_digest(path, arrays, meta)
+    return arrays, meta
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order: any change to one shows."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        # one JSON line per array keeps the stream unambiguous: JSON escapes newlines in names, and the dtype
+        # and shape fix how many bytes follow
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode() + b"\n")
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _write_atomically(path: Path, entries: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file beside ``path``, fsync, then rename over it: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **entries)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_signature(path: Path) -> None:
+    """Sort out what np.load would misreport (a directory, an empty file, a bare .npy, text) before unzipping."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is not a gpucnn checkpoint (it is a directory)")
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        return
+    if _ZIP_MAGIC.startswith(head):  # cut off before the end of the zip signature
+        size = "the file is empty" if not head else f"only {len(head)} bytes"
+        raise CheckpointError(f"{path} is truncated or corrupt ({size})")
+    what = "a single .npy array, not an .npz archive" if head.startswith(_NPY_MAGIC) else "not an .npz (zip) archive"
+    raise CheckpointError(f"{path} is not a gpucnn checkpoint ({what})")
+
+
+def _read_entries(path: Path) -> dict[str, np.ndarray]:
+    """Every entry of the zip at ``path``; zipfile checks each entry's CRC-32 as its last byte is read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return dict(_read_entry(path, archive, info) for info in archive.infolist())
+    except CheckpointError:
+        raise
+    except zipfile.BadZipFile as exc:
+        if str(exc).startswith("Bad CRC-32"):
+            raise CheckpointError(f"{path} is corrupt: checksum mismatch ({exc})") from exc
+        raise CheckpointError(f"{path} is truncated or corrupt (BadZipFile: {exc})") from exc
+    except _DAMAGE as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_entry(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, np.ndarray]:
+    """One entry's name and array, its header checked before numpy reads the data."""
+    # opened before the name is judged: opening compares the name in the zip directory with the entry's own,
+    # so a damaged directory reads as corruption rather than as a foreign file
+    with archive.open(info) as f:
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"{path} is not a gpucnn checkpoint (entry {info.filename!r} is not an .npy array)")
+        _check_header(path, info, f)
+    with archive.open(info) as f:
+        return info.filename[: -len(".npy")], npy_format.read_array(f, allow_pickle=False)
+
+
+def _check_header(path: Path, info: zipfile.ZipInfo, f: IO[bytes]) -> None:
+    """Refuse pickled objects by name, and a header that claims more data than the entry holds before numpy
+    allocates it (a crafted shape could ask for terabytes). Headers of version 3 are left to numpy."""
+    reader = _HEADER_READERS.get(npy_format.read_magic(f))
+    if reader is None:
+        return
+    shape, _, dtype = reader(f)
+    name = info.filename[: -len(".npy")]
+    if dtype.hasobject:
+        raise CheckpointError(f"{path} is not a gpucnn checkpoint (entry {name!r} holds pickled Python objects, "
+                              "which are never unpickled)")
+    declared, held = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+    if declared != held:
+        raise CheckpointError(f"{path} is truncated or corrupt (entry {name!r} says {declared} bytes of data "
+                              f"but holds {held})")
+
+
+def _parse_meta(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw.item()) if raw.dtype.kind == "U" and raw.ndim == 0 else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a gpucnn checkpoint (its {_META!r} entry is not a JSON object)")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a gpucnn checkpoint (its meta says format {meta.get('format')!r})")
+    version = meta.get("version")
+    # type(...) is int: JSON true would pass as version 1
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path} has unsupported checkpoint version {version!r} (this gpucnn reads versions "
+                              f"{READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]}; a newer gpucnn may have written it)")
+    return meta
+
+
+def _check_digest(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    stored = meta.get("sha256")
+    if not isinstance(stored, str):
+        raise CheckpointError(f"{path} is corrupt (a version-{meta['version']} checkpoint without its sha256 checksum)")
+    if _digest(arrays) != stored:
+        raise CheckpointError(f"{path} is corrupt: checksum mismatch (its arrays are not the ones that were saved)")
+
+
+# --- models and optimizers <-> named arrays ----------------------------------------------------------------------
 
 
 class _Slot:
@@ -47,55 +234,55 @@ def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
 
     ``extra`` is JSON-serialisable metadata stored beside them (e.g. the epoch).
     """
-    path = Path(path)
     backend = model.backend
-    out: dict[str, np.ndarray] = {key: backend.to_numpy(slot.get()) for key, slot in _slots(model).items()}
-    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": type(model).__name__,
-                            "extra": extra or {}}
+    arrays = {key: backend.to_numpy(slot.get()) for key, slot in _slots(model).items()}
+    meta: dict[str, Any] = {"model": type(model).__name__, "extra": extra or {}}
     if optimizer is not None:
-        names = {id(p): name for name, p in model.named_parameters()}
-        for p in optimizer.params:
-            if id(p) not in names:
-                raise ValueError("save: the optimizer holds a parameter that is not in the model")
-            for key, value in p.state.items():
-                out[f"optim/{names[id(p)]}/{key}"] = backend.to_numpy(value)
+        arrays.update(_optimizer_arrays(model, optimizer))
         meta["optimizer"] = {"class": type(optimizer).__name__, **optimizer.hyperparameters()}
-    out["meta"] = np.array(json.dumps(meta))
+    write_checkpoint(path, arrays, meta)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **out)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+def _optimizer_arrays(model: Module, optimizer: Optimizer) -> dict[str, np.ndarray]:
+    names = {id(p): name for name, p in model.named_parameters()}
+    out: dict[str, np.ndarray] = {}
+    for p in optimizer.params:
+        if id(p) not in names:
+            raise ValueError("save: the optimizer holds a parameter that is not in the model")
+        out.update({f"optim/{names[id(p)]}/{key}": model.backend.to_numpy(v) for key, v in p.state.items()})
+    return out
 
 
 def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None) -> dict[str, Any]:
     """Load a checkpoint into ``model`` (on whatever backend it is now) and ``optimizer``.
 
-    Returns the ``extra`` metadata given to ``save``. Missing, unexpected or mis-shaped arrays
-    raise a ValueError that names every one of them; nothing is changed in that case.
+    Returns the ``extra`` metadata given to ``save``. A damaged or foreign file, and missing, unexpected
+    or mis-shaped arrays, raise a CheckpointError (a ValueError) that names every problem; nothing is
+    changed in that case.
     """
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"load: {path} is not a gpucnn checkpoint (no readable 'meta' entry)") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"load: {path} is not a gpucnn checkpoint (format {meta.get('format')!r})")
-
+    arrays, meta = read_checkpoint(path)
     slots = _slots(model)
+    _check_fit(path, model, slots, arrays)
+    # check the optimizer part too before changing anything, so a bad file changes nothing
+    optimizer_state = _optimizer_state(path, model, optimizer, arrays, meta) if optimizer is not None else {}
+    backend = model.backend
+    for key, slot in slots.items():
+        slot.set(backend.asarray(arrays[key], dtype=slot.get().dtype))
+    if optimizer is not None:
+        params = dict(model.named_parameters())
+        for p in optimizer.params:
+            p.state = {}
+        for name, state in optimizer_state.items():
+            params[name].state = {k: backend.asarray(v, dtype=params[name].data.dtype) for k, v in state.items()}
+        optimizer.load_hyperparameters(meta["optimizer"])
+    return meta.get("extra", {})
+
+
+def _check_fit(path: str | os.PathLike, model: Module, slots: dict[str, _Slot], arrays: dict[str, np.ndarray]) -> None:
     expected = {key: tuple(slot.get().shape) for key, slot in slots.items()}
-    model_keys = {k: v for k, v in arrays.items() if not k.startswith("optim/")}
-    missing = sorted(set(expected) - set(model_keys))
-    unexpected = sorted(set(model_keys) - set(expected))
+    model_keys = {k for k in arrays if not k.startswith("optim/")}
+    missing = sorted(set(expected) - model_keys)
+    unexpected = sorted(model_keys - set(expected))
     misshaped = [f"{k} (file {arrays[k].shape}, model {expected[k]})" for k in sorted(expected)
                  if k in arrays and tuple(arrays[k].shape) != expected[k]]
     problems = []
@@ -106,31 +293,23 @@ def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     if misshaped:
         problems.append("wrong shape: " + ", ".join(misshaped))
     if problems:
-        raise ValueError(f"load: {path} does not fit {type(model).__name__}; " + "; ".join(problems))
+        raise CheckpointError(f"load: {path} does not fit {type(model).__name__}; " + "; ".join(problems))
 
-    # check the optimizer part too before changing anything, so a bad file changes nothing
+
+def _optimizer_state(path: str | os.PathLike, model: Module, optimizer: Optimizer, arrays: dict[str, np.ndarray],
+                     meta: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """The file's optimizer state by parameter name, once the file is known to hold state for ``optimizer``."""
+    info = meta.get("optimizer")
+    if not isinstance(info, dict):
+        raise CheckpointError(f"load: {path} holds no optimizer state")
+    if info.get("class") != type(optimizer).__name__:
+        raise CheckpointError(f"load: {path} holds {info.get('class')} state, not {type(optimizer).__name__}")
     params = dict(model.named_parameters())
-    optimizer_state: dict[str, dict[str, np.ndarray]] = {}
-    if optimizer is not None:
-        info = meta.get("optimizer")
-        if info is None:
-            raise ValueError(f"load: {path} holds no optimizer state")
-        if info["class"] != type(optimizer).__name__:
-            raise ValueError(f"load: {path} holds {info['class']} state, not {type(optimizer).__name__}")
-        for key, value in arrays.items():
-            if key.startswith("optim/"):
-                name, state_key = key[len("optim/"):].rsplit("/", 1)
-                if name not in params:
-                    raise ValueError(f"load: optimizer state for unknown parameter {name!r}")
-                optimizer_state.setdefault(name, {})[state_key] = value
-
-    backend = model.backend
-    for key, slot in slots.items():
-        slot.set(backend.asarray(arrays[key], dtype=slot.get().dtype))
-    if optimizer is not None:
-        for p in optimizer.params:
-            p.state = {}
-        for name, state in optimizer_state.items():
-            params[name].state = {k: backend.asarray(v, dtype=params[name].data.dtype) for k, v in state.items()}
-        optimizer.load_hyperparameters(info)
-    return meta.get("extra", {})
+    state: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith("optim/"):
+            name, _, state_key = key[len("optim/"):].rpartition("/")
+            if name not in params:
+                raise CheckpointError(f"load: {path} holds optimizer state for unknown parameter {name!r}")
+            state.setdefault(name, {})[state_key] = value
+    return state
