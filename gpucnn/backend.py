@@ -2,7 +2,8 @@
 
 ``GPUCNN_BACKEND`` is read when gpucnn is imported; ``set_backend`` changes the current
 backend and ``use_backend`` changes it for a ``with`` block. Without either, the default is
-``cuda`` when CuPy is importable and sees a GPU, else ``numpy`` (silently).
+``cuda`` when CuPy is importable and sees a GPU, else ``numpy`` (silently), unless
+``register_backend(..., default=True)`` named another.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
 }
 _instances: dict[str, Backend] = {}
 _current: str | None = None
+_default: str | None = None  # set by register_backend(default=True); None: chosen by cuda_is_available()
 
 
 def available_backends() -> list[str]:
@@ -54,6 +56,23 @@ def backend_classes() -> dict[str, type]:
     from .backends.numpy_backend import NumpyBackend
 
     return {"numpy": NumpyBackend, "cuda": CudaBackend, "cuda-sim": CudaBackend}
+
+
+def register_backend(name: str, factory: Callable[[], Backend], default: bool = False) -> None:
+    """Make ``name`` a backend that ``factory()`` creates on first use (replacing one of that name).
+
+    With ``default=True`` it becomes the default backend: the current one until ``set_backend``,
+    ``use_backend`` or ``GPUCNN_BACKEND`` picks another. The default is settled the first time
+    the current backend is asked for, so register before that (at the top of a script, or in a
+    pytest plugin: the test suite uses this to stand in for a GPU machine, whose default is ``cuda``).
+    """
+    global _default
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_backend: name must be a non-empty string, got {name!r}")
+    _FACTORIES[name] = factory
+    _instances.pop(name, None)
+    if default:
+        _default = name
 
 
 def _check_name(name: str) -> str:
@@ -86,6 +105,9 @@ def cuda_is_available() -> bool:
 
 
 def default_backend_name() -> str:
+    """What the current backend is until one is chosen: see the module docstring."""
+    if _default is not None:
+        return _default
     return "cuda" if cuda_is_available() else "numpy"
 
 

@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("CUPY_TF32", "0")
 
 import gpucnn  # noqa: E402
+from gpucnn.datasets import find_mnist_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,19 @@ def backend_params() -> list:
     return params
 
 
+@pytest.fixture(autouse=True)
+def _numpy_is_current():
+    """Every test starts on the numpy backend, and the backend current before it comes back after.
+
+    The default backend is ``cuda`` on a machine whose CuPy sees a GPU: a test that builds a layer
+    without naming a backend and feeds it NumPy arrays would then fail there only. Tests of other
+    backends ask for the ``backend`` fixture or say ``use_backend``; tests/test_default_backend_pin.py
+    checks this pin on a stand-in for such a machine.
+    """
+    with gpucnn.use_backend("numpy"):
+        yield
+
+
 @pytest.fixture(params=backend_params())
 def backend(request):
     """Every op/layer test runs once per backend; unavailable ones are skipped with the reason."""
@@ -62,12 +76,12 @@ def rng():
 
 
 def mnist_dir() -> Path | None:
-    candidates = [os.environ.get("GPUCNN_DATA_DIR"), REPO.parent / "shared" / "data"]
-    for candidate in candidates:
-        if candidate:
-            for sub in (Path(candidate) / "mnist", Path(candidate)):
-                if (sub / "train-images-idx3-ubyte.gz").exists() or (sub / "train-images-idx3-ubyte").exists():
-                    return sub
+    """Where the MNIST tests read from: wherever ``load_mnist()`` would find it (the loader's own search,
+    so a user's download in the cache counts), else the project's ``../shared/data``."""
+    for data_dir in (None, REPO.parent / "shared" / "data"):
+        found = find_mnist_dir(data_dir)
+        if found is not None:
+            return found
     return None
 
 
@@ -75,5 +89,6 @@ def mnist_dir() -> Path | None:
 def mnist_path() -> Path:
     path = mnist_dir()
     if path is None:
-        pytest.skip("MNIST not found: set GPUCNN_DATA_DIR or put it at ../shared/data/mnist")
+        pytest.skip("MNIST not found where load_mnist() looks (see gpucnn.datasets.search_paths) nor in "
+                    "../shared/data: run examples/train_mnist.py once to download it, or set GPUCNN_DATA_DIR")
     return path
