@@ -1,4 +1,8 @@
-"""The one module that imports CuPy: device arrays, and kernels compiled by NVRTC via RawModule."""
+"""The one module that imports CuPy: device arrays, and kernels compiled by NVRTC via RawModule.
+
+Creating the ``cuda`` backend compiles and runs one tiny kernel (``check_compiler``), so that a
+CuPy without its compiler or the CUDA headers is reported by ``set_backend('cuda')``, with the fix.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,19 @@ from .kernel_source import kernel_source, real_type
 
 INSTALL_HINT = ("pip install 'gpucnn[cuda12]' for a CUDA 12 driver or 'gpucnn[cuda13]' for CUDA 13 "
                 "(see nvidia-smi for your driver's CUDA version)")
+#: NVRTC options every kernel module is compiled with (the start-up check uses them too)
+NVRTC_OPTIONS = ("-std=c++17",)
+
+# The start-up check: one kernel through the same RawModule path as kernels/*.cu, then one of CuPy's
+# own elementwise kernels, which include the CUDA headers that a driver-only machine lacks.
+PROBE_KERNEL = "gpucnn_probe"
+PROBE_SOURCE = r"""
+extern "C" __global__ void gpucnn_probe(float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 2.0f * i + 1.0f;
+}
+"""
+PROBE_SIZE = 32
 
 
 class CupyDevice:
@@ -44,7 +61,7 @@ class CupyDevice:
         if key not in self._functions:
             mod_key = (module, real.name, index64)
             if mod_key not in self._modules:
-                options = ("-std=c++17", f"-DGPUCNN_REAL={real_type(real)}", f"-DGPUCNN_INDEX64={int(index64)}")
+                options = (*NVRTC_OPTIONS, f"-DGPUCNN_REAL={real_type(real)}", f"-DGPUCNN_INDEX64={int(index64)}")
                 self._modules[mod_key] = self.cupy.RawModule(code=kernel_source(module), options=options)
             self._functions[key] = self._modules[mod_key].get_function(kernel)
         return self._functions[key]
@@ -52,6 +69,58 @@ class CupyDevice:
     def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
                real: np.dtype, index64: bool, shared_mem: int = 0) -> None:
         self._function(module, kernel, real, index64)(grid, block, tuple(args), shared_mem=shared_mem)
+
+
+def _cuda_major(cupy: Any) -> int | None:
+    """The CUDA major version CuPy was built for (12 for cupy-cuda12x), or None if it cannot say."""
+    try:
+        return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:
+        return None
+
+
+def toolkit_hint(cupy: Any) -> str:
+    """How to get NVRTC and the CUDA headers for the installed CuPy build."""
+    major = _cuda_major(cupy)
+    if major in (12, 13):
+        return (f"pip install 'gpucnn[cuda{major}]' (it installs cupy-cuda{major}x[ctk]: CuPy with the CUDA {major} "
+                f"compiler and headers from PyPI), or install the CUDA {major} toolkit and set CUDA_PATH")
+    return ("pip install 'gpucnn[cuda12]' or 'gpucnn[cuda13]', the one matching your CuPy build (they install "
+            "cupy-cuda12x[ctk] / cupy-cuda13x[ctk]: CuPy with the CUDA compiler and headers from PyPI), or install "
+            "the CUDA toolkit and set CUDA_PATH")
+
+
+def _is_driver_error(exc: Exception) -> bool:
+    # CuPy reports a module the driver cannot load or run (e.g. PTX newer than the driver) as a
+    # CUDADriverError/CUDARuntimeError; a missing NVRTC or header is a CompileException or a load error
+    return type(exc).__name__ in ("CUDADriverError", "CUDARuntimeError")
+
+
+def check_compiler(device: CupyDevice) -> None:
+    """Compile, run and check one tiny kernel, so that a machine without the CUDA compiler or headers
+    (a driver-only install: CuPy 14 compiles every kernel at run time) fails when the backend is
+    chosen, with the fix, instead of at the first layer deep inside training."""
+    cupy = device.cupy
+    try:
+        function = cupy.RawModule(code=PROBE_SOURCE, options=NVRTC_OPTIONS).get_function(PROBE_KERNEL)
+        out = device.empty((PROBE_SIZE,), np.float32)
+        function((1,), (PROBE_SIZE,), (out, np.int32(PROBE_SIZE)))
+        got = device.to_numpy(out * 2)
+    except Exception as exc:
+        what = f"{type(exc).__name__}: {exc}".strip()
+        if _is_driver_error(exc):
+            raise RuntimeError(f"the GPU driver could not load or run the cuda backend's test kernel ({what}). "
+                               f"The driver is probably older than the CUDA version of your CuPy build: update the "
+                               f"NVIDIA driver, or install the build that matches it: {INSTALL_HINT}") from exc
+        raise RuntimeError(f"the cuda backend could not compile and run a test kernel with CuPy's NVRTC ({what}). "
+                           f"CuPy compiles kernels when they are first used and needs the CUDA compiler library "
+                           f"(NVRTC) and the CUDA headers, which a machine with only the GPU driver lacks: "
+                           f"{toolkit_hint(cupy)}") from exc
+    expected = (2 * np.arange(PROBE_SIZE, dtype=np.float32) + 1) * 2
+    if not np.array_equal(np.asarray(got), expected):
+        raise RuntimeError(f"the cuda backend's test kernel ran but computed {np.asarray(got)[:4]}..., expected "
+                           f"{expected[:4]}...: the GPU, driver or CuPy install is broken; try "
+                           f"GPUCNN_BACKEND=cuda-sim to check the kernels on the CPU")
 
 
 def make_cuda_backend() -> CudaBackend:
@@ -68,4 +137,6 @@ def make_cuda_backend() -> CudaBackend:
         raise RuntimeError("the cuda backend needs a GPU, but CuPy finds no usable GPU (cupy.is_available() is "
                            "False): check that nvidia-smi lists one and that the driver matches your CuPy build; "
                            "use GPUCNN_BACKEND=numpy (or cuda-sim to run the kernels on the CPU)")
-    return CudaBackend(CupyDevice(), name="cuda")
+    device = CupyDevice()
+    check_compiler(device)
+    return CudaBackend(device, name="cuda")
