@@ -1,8 +1,9 @@
 """MNIST: read the IDX files, find or download them, verify them, and iterate mini-batches.
 
 Where ``load_mnist`` looks, in order: the ``data_dir`` argument; ``$GPUCNN_DATA_DIR``; the
-per-user cache (``$XDG_CACHE_HOME/gpucnn`` or ``~/.cache/gpucnn``); then it downloads into
-that cache from public mirrors. Each place may hold the files directly or in ``mnist/``.
+per-user cache folder ``$XDG_CACHE_HOME/gpucnn/mnist`` (or ``~/.cache/gpucnn/mnist``); then it
+downloads into that cache folder from public mirrors. Each place may hold the files directly or in
+``mnist/``. ``find_mnist_dir`` answers where that search ends, without reading or downloading.
 """
 
 from __future__ import annotations
@@ -91,8 +92,14 @@ def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
 
 
 def cache_dir() -> Path:
+    """gpucnn's per-user cache: MNIST in its ``mnist/`` (``mnist_cache_dir``), cuda-sim builds in ``sim/``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gpucnn"
+
+
+def mnist_cache_dir() -> Path:
+    """The folder ``load_mnist`` downloads into, and the last place it looks."""
+    return cache_dir() / "mnist"
 
 
 def _find_file(directory: Path, stem: str) -> Path | None:
@@ -110,17 +117,42 @@ def search_paths(data_dir: str | os.PathLike | None = None) -> list[Path]:
         paths.append(Path(data_dir))
     if os.environ.get("GPUCNN_DATA_DIR"):
         paths.append(Path(os.environ["GPUCNN_DATA_DIR"]))
-    paths.append(cache_dir())
+    # the download folder itself, so that the folder a message asks for is the folder searched
+    paths.append(mnist_cache_dir())
     return paths
 
 
+def _files_in(directory: Path) -> dict[str, Path] | None:
+    found = {stem: _find_file(directory, stem) for stem in MNIST_FILES}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first search path holding all four files (``load_mnist(data_dir)`` reads from it), or None."""
+    return next((d for d in search_paths(data_dir) if _files_in(d) is not None), None)
+
+
 def locate_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, Path] | None:
-    """The first search path holding all four files, as {stem: path}; None if none does."""
-    for directory in search_paths(data_dir):
-        found = {stem: _find_file(directory, stem) for stem in MNIST_FILES}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-    return None
+    """The four files of the first search path holding them all, as {stem: path}; None if none does."""
+    directory = find_mnist_dir(data_dir)
+    return None if directory is None else _files_in(directory)
+
+
+def _where_to_put_them(data_dir: str | os.PathLike | None) -> str:
+    names = ", ".join(f"{stem}.gz" for stem in MNIST_FILES)
+    looked = ", ".join(str(p) for p in search_paths(data_dir))
+    return (f"Put the four files ({names}) in {mnist_cache_dir()}, where load_mnist() looks by default, or in a "
+            f"folder of your own and name it: data_dir= in Python, --data-dir with examples/train_mnist.py, or the "
+            f"environment variable GPUCNN_DATA_DIR.\nLooked in (each folder and its mnist/): {looked}")
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Take back the folders a failed download created (deepest first), unless something is in them now."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a file did arrive, or another process uses it) or already gone
+            return
 
 
 def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
@@ -165,19 +197,17 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     """Find (or download and cache), verify and read MNIST."""
     found = locate_mnist(data_dir)
     if found is None:
-        places = "\n  ".join(str(p) for p in search_paths(data_dir))
         if not download:
-            raise DatasetNotFoundError(f"MNIST not found. Put the four files (e.g. train-images-idx3-ubyte.gz) in "
-                                       f"one of:\n  {places}\nor pass data_dir= / set GPUCNN_DATA_DIR")
-        target = cache_dir() / "mnist"
+            raise DatasetNotFoundError(f"MNIST not found. {_where_to_put_them(data_dir)}")
+        target = mnist_cache_dir()
+        created = [folder for folder in (target, *target.parents) if not folder.exists()]
         print(f"MNIST not found locally; downloading into {target}", file=sys.stderr)
         try:
             found = {stem: _download(stem, target, mirrors) for stem in MNIST_FILES}
         except DatasetNotFoundError as exc:
+            _remove_if_empty(created)
             raise DatasetNotFoundError(
-                f"MNIST not found and the download failed (offline?).\n{exc}\nPut the four files "
-                f"(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-                f"t10k-labels-idx1-ubyte.gz) in one of:\n  {places}\nor pass data_dir= / set GPUCNN_DATA_DIR"
+                f"MNIST not found and the download failed (offline?).\n{exc}\n{_where_to_put_them(data_dir)}"
             ) from None
     arrays = {stem: read_idx(path, MNIST_FILES[stem] if verify else None) for stem, path in found.items()}
     for kind in ("train", "t10k"):

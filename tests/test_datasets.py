@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import urllib.error
 
 import numpy as np
@@ -122,6 +123,61 @@ def test_offline_without_files_says_where_to_put_them(isolated):
     assert "download failed (offline?)" in message and "network is unreachable" in message
     assert str(isolated / "nowhere") in message and "GPUCNN_DATA_DIR" in message
     assert "train-images-idx3-ubyte.gz" in message
+
+
+@pytest.mark.parametrize("download", [True, False], ids=["offline", "no-download"])
+def test_not_found_names_every_way_to_point_at_the_files(isolated, download):
+    """Script users get the script's option, not only the Python argument."""
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(download=download)
+    message = str(info.value)
+    assert "data_dir=" in message and "--data-dir" in message and "GPUCNN_DATA_DIR" in message
+
+
+def test_the_folder_announced_is_the_folder_asked_for_and_searched(isolated, monkeypatch, capsys):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist()
+    announced = capsys.readouterr().err.split("downloading into ", 1)[1].split()[0]
+    cache = isolated / "cache" / "gpucnn" / "mnist"
+    assert announced == str(cache)
+    message = str(info.value)
+    assert f"in {cache}," in message  # "put the four files in <that folder>, ..."
+    # no other folder of the cache is offered: wherever the message names it, it names its mnist/
+    assert all(rest.startswith(f"{os.sep}mnist") for rest in message.split(str(cache.parent))[1:])
+    # and a user who puts the files there is served from there
+    hashes, _ = fake_mnist(cache)
+    monkeypatch.setattr(datasets, "MNIST_FILES", hashes)
+    assert len(load_mnist().train_images) == 20
+
+
+def test_a_failed_download_leaves_no_empty_folder(isolated):
+    with pytest.raises(DatasetNotFoundError):
+        load_mnist()
+    assert not (isolated / "cache").exists()
+
+
+def test_a_failed_download_keeps_folders_that_were_there(isolated):
+    sim_cache = isolated / "cache" / "gpucnn" / "sim"
+    sim_cache.mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError):
+        load_mnist()
+    assert sorted(p.name for p in (isolated / "cache" / "gpucnn").iterdir()) == ["sim"]
+
+
+def test_the_tests_find_mnist_where_load_mnist_does(isolated, monkeypatch):
+    """A user who let load_mnist() download MNIST into the cache gets the MNIST tests run, not skipped."""
+    from conftest import mnist_dir
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(isolated / "home"))
+    hashes, arrays = fake_mnist(isolated / "home" / ".cache" / "gpucnn" / "mnist")
+    monkeypatch.setattr(datasets, "MNIST_FILES", hashes)
+    found = mnist_dir()
+    assert found is not None
+    np.testing.assert_array_equal(load_mnist(found, download=False).train_labels, arrays["train-labels-idx1-ubyte"])
+    monkeypatch.setenv("GPUCNN_DATA_DIR", str(isolated / "env"))
+    monkeypatch.setattr(datasets, "MNIST_FILES", fake_mnist(isolated / "env", n_train=30)[0])
+    assert len(load_mnist(mnist_dir(), download=False).train_images) == 30  # the loader's order: env first
 
 
 def test_real_mnist_verifies(mnist_path):
