@@ -61,7 +61,14 @@ def lecun_normal(shape, fan_in, fan_out, rng, gain=1.0):
     return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
 
 
+def pytorch_default(shape, fan_in, fan_out, rng, gain=1.0):
+    """PyTorch's default for Conv and Linear weights, kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(fan_in))."""
+    bound = gain / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
 INITIALIZERS: dict[str, Callable[..., np.ndarray]] = {
+    "pytorch": pytorch_default,
     "kaiming": kaiming_normal,
     "kaiming_normal": kaiming_normal,
     "kaiming_uniform": kaiming_uniform,
@@ -76,6 +83,10 @@ INITIALIZERS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+#: the initialiser layers use when none is named: PyTorch's, so ported networks start as they do there
+DEFAULT_INIT = "pytorch"
+
+
 def initialize(init: str | Callable[..., np.ndarray], shape: tuple[int, ...], fan_in: int,
                fan_out: int, rng: np.random.Generator | None, owner: str) -> np.ndarray:
     """Run an initialiser by name (or a callable with the same signature) on the host."""
@@ -84,3 +95,12 @@ def initialize(init: str | Callable[..., np.ndarray], shape: tuple[int, ...], fa
             raise ValueError(f"{owner}: unknown init {init!r}; choose from {sorted(INITIALIZERS)}")
         init = INITIALIZERS[init]
     return np.asarray(init(shape, fan_in, fan_out, rng if rng is not None else _default_rng))
+
+
+def initial_bias(init: str | Callable[..., np.ndarray], size: int, fan_in: int,
+                 rng: np.random.Generator | None) -> np.ndarray:
+    """PyTorch's default bias, U(+-1/sqrt(fan_in)), with the default init; zeros with a named one
+    (as He, Glorot and LeCun describe them)."""
+    if init == "pytorch":
+        return pytorch_default((size,), fan_in, size, rng if rng is not None else _default_rng)
+    return np.zeros(size)

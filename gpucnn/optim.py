@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .nn.module import Module, Parameter
+from .nn.module import Module
+from .tensor import Parameter
 
 
 class Optimizer:
@@ -18,8 +19,12 @@ class Optimizer:
 
     def __init__(self, params: Any, lr: float) -> None:
         if isinstance(params, Module):
-            params = params.params()
+            params = params.parameters()
         self.params: list[Parameter] = list(params)
+        for p in self.params:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{type(self).__name__}: expected Parameters (model.parameters()), got "
+                                f"{type(p).__name__}")
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got no parameters to optimise")
         if not lr > 0:
@@ -70,7 +75,7 @@ class SGD(Optimizer):
             if "velocity" not in p.state:
                 p.state["velocity"] = backend.xp.zeros_like(p.data)
             velocity = p.state["velocity"]
-        backend.sgd_update(p.data, p.grad, velocity, self.lr, self.momentum, self.weight_decay, self.nesterov)
+        backend.sgd_update(p.data, p.grad.data, velocity, self.lr, self.momentum, self.weight_decay, self.nesterov)
 
 
 class Adam(Optimizer):
@@ -90,7 +95,7 @@ class Adam(Optimizer):
         if "m" not in p.state:
             p.state["m"] = backend.xp.zeros_like(p.data)
             p.state["v"] = backend.xp.zeros_like(p.data)
-        backend.adam_update(p.data, p.grad, p.state["m"], p.state["v"], self.step_count, self.lr, self.beta1,
+        backend.adam_update(p.data, p.grad.data, p.state["m"], p.state["v"], self.step_count, self.lr, self.beta1,
                             self.beta2, self.eps, self.weight_decay, self.decoupled)
 
 

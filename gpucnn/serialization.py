@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .nn.module import Module
+from .nn.module import Module, state_problems
 from .optim import Optimizer
 
 FORMAT = "gpucnn-checkpoint"
@@ -208,34 +208,20 @@ def _check_digest(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
 # --- models and optimizers <-> named arrays ----------------------------------------------------------------------
 
 
-class _Slot:
-    """One saved array of a model: a parameter's data or a buffer, read and replaced alike."""
-
-    def __init__(self, owner: Any, attr: str) -> None:
-        self.owner, self.attr = owner, attr
-
-    def get(self) -> Any:
-        return getattr(self.owner, self.attr)
-
-    def set(self, value: Any) -> None:
-        object.__setattr__(self.owner, self.attr, value)
-
-
-def _slots(model: Module) -> dict[str, _Slot]:
-    """Every array a checkpoint holds for ``model``, by its key in the file."""
-    slots = {f"param/{name}": _Slot(p, "data") for name, p in model.named_parameters()}
-    slots.update({f"buffer/{name}": _Slot(owner, attr) for name, owner, attr in model.named_buffers()})
-    return slots
+def _state_arrays(model: Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as host arrays, keyed ``param/<name>`` or ``buffer/<name>`` in the file."""
+    params = {name for name, _ in model.named_parameters()}
+    return {(f"param/{key}" if key in params else f"buffer/{key}"): model.backend.to_numpy(value)
+            for key, value in model.state_dict().items()}
 
 
 def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None,
          extra: dict[str, Any] | None = None) -> None:
-    """Write ``model``'s parameters and buffers (and ``optimizer``'s state) to ``path``.
+    """Write ``model``'s state_dict (and ``optimizer``'s state) to ``path``.
 
     ``extra`` is JSON-serialisable metadata stored beside them (e.g. the epoch).
     """
-    backend = model.backend
-    arrays = {key: backend.to_numpy(slot.get()) for key, slot in _slots(model).items()}
+    arrays = _state_arrays(model)
     meta: dict[str, Any] = {"model": type(model).__name__, "extra": extra or {}}
     if optimizer is not None:
         arrays.update(_optimizer_arrays(model, optimizer))
@@ -261,39 +247,38 @@ def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     changed in that case.
     """
     arrays, meta = read_checkpoint(path)
-    slots = _slots(model)
-    _check_fit(path, model, slots, arrays)
+    state = {key.partition("/")[2]: value for key, value in arrays.items() if key.startswith(("param/", "buffer/"))}
+    if meta["version"] == 1:
+        state = _upgrade_version_1(model.state_dict(), state)
+    problems = state_problems(model.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"load: {path} does not fit {type(model).__name__}; " + "; ".join(problems))
     # check the optimizer part too before changing anything, so a bad file changes nothing
     optimizer_state = _optimizer_state(path, model, optimizer, arrays, meta) if optimizer is not None else {}
-    backend = model.backend
-    for key, slot in slots.items():
-        slot.set(backend.asarray(arrays[key], dtype=slot.get().dtype))
+    model.load_state_dict(state)
     if optimizer is not None:
+        backend = model.backend
         params = dict(model.named_parameters())
         for p in optimizer.params:
             p.state = {}
-        for name, state in optimizer_state.items():
-            params[name].state = {k: backend.asarray(v, dtype=params[name].data.dtype) for k, v in state.items()}
+        for name, values in optimizer_state.items():
+            params[name].state = {k: backend.asarray(v, dtype=params[name].dtype) for k, v in values.items()}
         optimizer.load_hyperparameters(meta["optimizer"])
     return meta.get("extra", {})
 
 
-def _check_fit(path: str | os.PathLike, model: Module, slots: dict[str, _Slot], arrays: dict[str, np.ndarray]) -> None:
-    expected = {key: tuple(slot.get().shape) for key, slot in slots.items()}
-    model_keys = {k for k in arrays if not k.startswith("optim/")}
-    missing = sorted(set(expected) - model_keys)
-    unexpected = sorted(model_keys - set(expected))
-    misshaped = [f"{k} (file {arrays[k].shape}, model {expected[k]})" for k in sorted(expected)
-                 if k in arrays and tuple(arrays[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append("missing: " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected: " + ", ".join(unexpected))
-    if misshaped:
-        problems.append("wrong shape: " + ", ".join(misshaped))
-    if problems:
-        raise CheckpointError(f"load: {path} does not fit {type(model).__name__}; " + "; ".join(problems))
+def _upgrade_version_1(own: dict[str, Any], state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Files from before autograd: BatchNorm had no ``num_batches_tracked`` (the model's is kept), and
+    Conv1d weights were stored as (K, C/groups, 1, KL) (now PyTorch's (K, C/groups, KL))."""
+    upgraded = dict(state)
+    for key, value in own.items():
+        if key not in upgraded and key.endswith("num_batches_tracked"):
+            upgraded[key] = np.asarray(value.get() if hasattr(value, "get") else value)
+        old = upgraded.get(key)
+        if old is not None and old.ndim == 4 and len(value.shape) == 3 and old.shape[2] == 1 \
+                and old.shape[:2] + old.shape[3:] == tuple(value.shape):
+            upgraded[key] = old.reshape(value.shape)
+    return upgraded
 
 
 def _optimizer_state(path: str | os.PathLike, model: Module, optimizer: Optimizer, arrays: dict[str, np.ndarray],

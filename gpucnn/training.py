@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .autograd import no_grad
 from .datasets import BatchIterator
-from .nn.loss import SoftmaxCrossEntropy
+from .nn.loss import CrossEntropyLoss
 from .nn.module import Module
 from .optim import LRSchedule, Optimizer
 from .progress import progress_bar
@@ -44,15 +45,14 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     backend = model.backend
     was_training = model.training
     model.eval()
-    loss_fn = SoftmaxCrossEntropy(backend=backend.name)
+    loss_fn = CrossEntropyLoss(reduction="sum")
     total_loss, predictions = 0.0, []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        x = backend.asarray(prepare(x) if prepare else x)
-        logits = model.forward(x)
-        y = labels[start:start + batch_size]
-        total_loss += loss_fn(logits, y) * len(y)
-        predictions.append(backend.to_numpy(logits).argmax(axis=1))
+    with no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            logits = model(backend.asarray(prepare(x) if prepare else x))
+            total_loss += loss_fn(logits, backend.asarray(labels[start:start + batch_size])).item()
+            predictions.append(logits.numpy().argmax(axis=1))
     model.train(was_training)
     predicted = np.concatenate(predictions)
     return total_loss / len(images), float((predicted == labels).mean()), predicted
@@ -61,16 +61,15 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
 def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar: Any = None) -> tuple[float, float]:
     """One pass over ``batches``; returns (mean training loss, images per second)."""
     backend = model.backend
-    loss_fn = SoftmaxCrossEntropy(backend=backend.name)
+    loss_fn = CrossEntropyLoss()
     model.train()
     total, seen, started = 0.0, 0, time.perf_counter()
     for x, y in batches:
         optimizer.zero_grad()
-        logits = model.forward(x)
-        loss = loss_fn(logits, y)
-        model.backward_params(loss_fn.backward())  # the images need no gradient
+        loss = loss_fn(model(x), y)
+        loss.backward()  # the images need no gradient, so the first layer computes none
         optimizer.step()
-        total += loss * len(y)
+        total += loss.item() * len(y)
         seen += len(y)
         if bar is not None:
             bar.update(1)

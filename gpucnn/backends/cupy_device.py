@@ -45,7 +45,7 @@ class CupyDevice:
         self._functions: dict[tuple[str, str, str, bool], Any] = {}
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        return self.cupy.ascontiguousarray(self.cupy.asarray(a, dtype=dtype))
+        return self.cupy.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return self.cupy.asnumpy(a)

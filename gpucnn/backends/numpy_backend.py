@@ -301,7 +301,7 @@ class NumpyBackend(Backend):
         return cols
 
     def asarray(self, a, dtype=None):
-        return np.ascontiguousarray(np.asarray(a, dtype=dtype))
+        return np.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a):
         return np.asarray(a)

@@ -1,37 +1,21 @@
-"""Elementwise activations (any shape)."""
+"""Elementwise activations (any shape), and softmax layers."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import functional as F
 from .module import Module
 
 
-class _Activation(Module):
-    def _check(self, x: Any) -> None:
-        # any rank from 1 up: check the array type, dtype and batch, not the rank
-        self._check_input(x, max(getattr(x, "ndim", 1), 1), layout="(N, ...)")
-
-
-class ReLU(_Activation):
-    """max(x, 0); backward uses only the saved output."""
+class ReLU(Module):
+    """max(x, 0)."""
 
     def forward(self, x: Any) -> Any:
-        self._check(x)
-        self._y = self.backend.relu_forward(x)
-        return self._y
-
-    def backward(self, dy: Any) -> Any:
-        return self.backend.relu_backward(dy, self._y)
-
-    def adopt_output(self, y: Any) -> Any:
-        """Take ``y``, already rectified by the layer before (a fused conv + ReLU), as this
-        layer's output; backward needs only the output."""
-        self._y = y
-        return y
+        return F.relu(x)
 
 
-class LeakyReLU(_Activation):
+class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
@@ -40,25 +24,15 @@ class LeakyReLU(_Activation):
         return f"negative_slope={self.negative_slope}"
 
     def forward(self, x: Any) -> Any:
-        self._check(x)
-        self._x = x
-        return self.backend.leaky_relu_forward(x, self.negative_slope)
-
-    def backward(self, dy: Any) -> Any:
-        return self.backend.leaky_relu_backward(dy, self._x, self.negative_slope)
+        return F.leaky_relu(x, self.negative_slope)
 
 
-class Sigmoid(_Activation):
+class Sigmoid(Module):
     def forward(self, x: Any) -> Any:
-        self._check(x)
-        self._y = self.backend.sigmoid_forward(x)
-        return self._y
-
-    def backward(self, dy: Any) -> Any:
-        return self.backend.sigmoid_backward(dy, self._y)
+        return F.sigmoid(x)
 
 
-class Tanh(_Activation):
+class Tanh(Module):
     """``outer * tanh(inner * x)``; the defaults give plain tanh, ``Tanh.lecun()`` LeNet-5's
     1.7159 * tanh(2x/3), whose gain keeps unit-variance inputs at unit variance."""
 
@@ -74,10 +48,19 @@ class Tanh(_Activation):
         return "" if (self.outer, self.inner) == (1.0, 1.0) else f"outer={self.outer}, inner={self.inner}"
 
     def forward(self, x: Any) -> Any:
-        self._check(x)
-        self._t = self.backend.tanh_forward(x * x.dtype.type(self.inner) if self.inner != 1.0 else x)
-        return self._t * self._t.dtype.type(self.outer) if self.outer != 1.0 else self._t
+        y = F.tanh(x * self.inner if self.inner != 1.0 else x)
+        return y * self.outer if self.outer != 1.0 else y
 
-    def backward(self, dy: Any) -> Any:
-        scale = self.outer * self.inner
-        return self.backend.tanh_backward(dy * dy.dtype.type(scale) if scale != 1.0 else dy, self._t)
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Any) -> Any:
+        return F.softmax(x, self.dim)
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Any) -> Any:
+        return F.log_softmax(x, self.dim)

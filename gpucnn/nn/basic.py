@@ -1,4 +1,4 @@
-"""Linear, Flatten and Dropout."""
+"""Linear, Flatten, Dropout and Identity."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from ..init import default_rng, initialize
-from .module import Module, Parameter, as_float_dtype
+from .. import functional as F
+from ..init import DEFAULT_INIT, default_rng, initial_bias, initialize
+from .module import Module, as_float_dtype, new_parameter
 
 
 class Linear(Module):
     """y = x @ W.T + b; x: (N, in_features) -> y: (N, out_features). W: (out, in) as in PyTorch."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: Any = "kaiming",
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: Any = DEFAULT_INIT,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
         super().__init__()
         for label, value in (("in_features", in_features), ("out_features", out_features)):
@@ -21,40 +22,39 @@ class Linear(Module):
                 raise ValueError(f"Linear: {label} must be a positive int, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
         dtype = as_float_dtype(dtype, "Linear")
-        shape = (out_features, in_features)
-        self.weight = Parameter(self.backend.asarray(
-            initialize(init, shape, in_features, out_features, rng, "Linear"), dtype=dtype))
-        self.bias = Parameter(self.backend.asarray(np.zeros(out_features), dtype=dtype)) if bias else None
+        weight = initialize(init, (out_features, in_features), in_features, out_features, rng, "Linear")
+        self.weight = new_parameter(self, weight, dtype)
+        self.bias = new_parameter(self, initial_bias(init, out_features, in_features, rng), dtype) if bias else None
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
     # x: (N, in) -> y: (N, out)
     def forward(self, x: Any) -> Any:
-        self._check_input(x, 2, self.in_features, layout="(N, C)")
-        self._x = x
-        y = x @ self.weight.data.T
-        if self.bias is not None:
-            y += self.bias.data
-        return y
-
-    def backward(self, dy: Any) -> Any:
-        self.weight.accumulate(dy.T @ self._x)
-        if self.bias is not None:
-            self.bias.accumulate(dy.sum(axis=0))
-        return dy @ self.weight.data
+        self._check_input(x, None, layout="(N, C)")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got {x.shape}")
+        return F.linear(x, self.weight, self.bias)
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...), or flatten dims start_dim..end_dim as PyTorch's."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x: Any) -> Any:
-        self._check_input(x, max(getattr(x, "ndim", 2), 2), layout="(N, ...)")
-        self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        self._check_input(x, None, layout="(N, ...)")
+        return x.flatten(self.start_dim, self.end_dim)
 
-    def backward(self, dy: Any) -> Any:
-        return dy.reshape(self._shape)
+
+class Identity(Module):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # PyTorch's ignores its arguments too
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        return x
 
 
 class Dropout(Module):
@@ -64,7 +64,7 @@ class Dropout(Module):
     layer's generator, so a seeded run drops the same elements on every backend.
     """
 
-    def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
@@ -75,15 +75,7 @@ class Dropout(Module):
         return f"p={self.p}"
 
     def forward(self, x: Any) -> Any:
-        self._check_input(x, max(getattr(x, "ndim", 1), 1), layout="(N, ...)")
+        self._check_input(x, None, layout="(N, ...)")
         if not self.training or self.p == 0.0:
-            self._mask = None
             return x
-        seed = int(self.rng.integers(0, 1 << 63))
-        y, self._mask = self.backend.dropout_forward(x, self.p, seed)
-        return y
-
-    def backward(self, dy: Any) -> Any:
-        if self._mask is None:
-            return dy
-        return self.backend.dropout_backward(dy, self._mask, self.p)
+        return F.dropout(x, self.p, True, seed=int(self.rng.integers(0, 1 << 63)))

@@ -1,101 +1,133 @@
-"""Module and Parameter: the parts every layer shares."""
+"""Module: parameters, buffers and child modules, PyTorch-style. A layer writes only ``forward``;
+autograd does the backward pass."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..autograd import no_grad
 from ..backend import get_backend
 from ..backends.base import FLOAT_DTYPES, Backend
+from ..functions.checks import check_float_input, check_same_dtype
+from ..tensor import Parameter, Tensor
+
+#: keyword arguments PyTorch layers take that gpucnn's do not, and what to do instead
+_PYTORCH_ONLY = {
+    "device": "gpucnn layers are created on the current backend: gpucnn.set_backend('cuda') first, or "
+              "model.to('cuda') after",
+    "padding_mode": "only zero padding is supported",
+    "dilation": "this layer has no dilation in gpucnn",
+    "return_indices": "gpucnn's max pooling does not return indices",
+    "divisor_override": "gpucnn's average pooling has no divisor override",
+    "inplace": "gpucnn never computes in place",
+}
 
 
-class Parameter:
-    """A trainable array, its gradient, and the optimizer state that belongs to it.
-
-    Keeping optimizer state on the parameter lets ``model.to(backend)`` move it along.
-    """
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-        self.grad: Any = None
-        self.state: dict[str, Any] = {}
-        #: the backend this parameter's arrays live on (set by the module that owns it)
-        self.backend: Backend | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def size(self) -> int:
-        return int(self.data.size)
-
-    def accumulate(self, grad: Any) -> None:
-        """Add a gradient (layers accumulate, so several backward passes may sum)."""
-        if self.grad is None:
-            self.grad = grad
-        else:
-            self.grad = self.grad + grad
-
-    def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.data.dtype})"
+class IncompatibleKeys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Module:
-    """Base layer: holds parameters, buffers and child modules; ``forward``/``backward``."""
+    """Base class of every layer and model. Assigning a Parameter or a Module to an attribute
+    registers it; ``register_buffer`` registers a saved, moved, non-trainable array."""
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_parameters", {})
-        object.__setattr__(self, "_buffers", {})
-        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())  # name -> persistent (saved in state_dict)
+        object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "backend", get_backend())
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _naming_unknown_keywords(cls.__dict__["__init__"])
+
     def __setattr__(self, name: str, value: Any) -> None:
+        params, modules = self.__dict__.get("_parameters"), self.__dict__.get("_modules")
+        if params is None:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        params.pop(name, None)
+        modules.pop(name, None)
         if isinstance(value, Parameter):
             value.backend = self.backend
-            self._parameters[name] = value
+            params[name] = value
         elif isinstance(value, Module):
-            self._children[name] = value
+            modules[name] = value
+        elif value is None and name in ("weight", "bias"):
+            params[name] = None  # registered as absent, as PyTorch's bias=False
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ structure
-    def register_buffer(self, name: str, value: Any) -> None:
-        """A non-trainable array that is saved and moved with the model (e.g. running stats)."""
-        self._buffers[name] = None
+    def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
+        """A non-trainable array that moves with the model and, if persistent, is in state_dict."""
+        self._buffers[name] = persistent
         object.__setattr__(self, name, value)
 
-    def children(self) -> Iterator[tuple[str, Module]]:
-        return iter(self._children.items())
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        setattr(self, name, param)
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        for name, param in self._parameters.items():
-            yield prefix + name, param
-        for child_name, child in self._children.items():
-            yield from child.named_parameters(f"{prefix}{child_name}.")
+    def add_module(self, name: str, module: Module) -> None:
+        setattr(self, name, module)
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Module, str]]:
-        """(full name, owning module, attribute name) for every buffer."""
-        for name in self._buffers:
-            yield prefix + name, self, name
-        for child_name, child in self._children.items():
-            yield from child.named_buffers(f"{prefix}{child_name}.")
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        return iter(self._modules.items())
+
+    def children(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        seen: set[int] = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{child}" if name else child, m) for child, m in module._modules.items()]
+            stack.extend(reversed(children))
 
     def modules(self) -> Iterator[Module]:
-        yield self
-        for _, child in self._children.items():
-            yield from child.modules()
+        for _, module in self.named_modules():
+            yield module
 
-    def params(self) -> list[Parameter]:
-        return [p for _, p in self.named_parameters()]
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter) pairs; a parameter shared by two layers comes once."""
+        seen: set[int] = set()
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in modules:
+            for name, param in module._parameters.items():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for name, module, attr in self._buffer_slots(prefix, persistent_only=False):
+            yield name, getattr(module, attr)
+
+    def _buffer_slots(self, prefix: str = "", persistent_only: bool = True) -> Iterator[tuple[str, Module, str]]:
+        for module_name, module in self.named_modules(prefix):
+            for attr, persistent in module._buffers.items():
+                if persistent or not persistent_only:
+                    yield (f"{module_name}.{attr}" if module_name else attr), module, attr
 
     def num_parameters(self) -> int:
-        return sum(p.size for p in self.params())
+        return sum(p.numel() for p in self.parameters())
 
-    def zero_grad(self) -> None:
-        for p in self.params():
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
             p.grad = None
 
     # ------------------------------------------------------------------ modes and devices
@@ -108,7 +140,7 @@ class Module:
         return self.train(False)
 
     def to(self, backend: str | Backend) -> Module:
-        """Move parameters, gradients, optimizer state and buffers to another backend."""
+        """Move parameters, gradients, optimizer state and buffers to another backend, in place."""
         target = get_backend(backend)
         for m in self.modules():
             source = m.backend
@@ -119,8 +151,10 @@ class Module:
                 return None if a is None else target.asarray(source.to_numpy(a))
 
             for p in m._parameters.values():
+                if p is None or p.backend is target:
+                    continue
                 p.data = move(p.data)
-                p.grad = move(p.grad)
+                p.grad = None if p.grad is None else Tensor(move(p.grad.data), backend=target)
                 p.state = {k: move(v) if hasattr(v, "shape") else v for k, v in p.state.items()}
                 p.backend = target
             for name in m._buffers:
@@ -132,60 +166,191 @@ class Module:
     def _moved(self, target: Backend) -> None:
         """Hook for layers that keep backend arrays outside parameters and buffers."""
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """Name -> array on the model's backend, with PyTorch's names (``0.weight``,
+        ``layer1.0.bn1.running_mean``, ``num_batches_tracked``)."""
+        state: OrderedDict[str, Any] = OrderedDict()
+        for name, module in self.named_modules():
+            dot = f"{name}." if name else ""
+            for attr, param in module._parameters.items():
+                if param is not None:
+                    state[dot + attr] = param.data
+            for attr, persistent in module._buffers.items():
+                if persistent:
+                    state[dot + attr] = getattr(module, attr)
+        return state
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays (NumPy, CuPy, Tensors, or anything with ``__array__``, such as a PyTorch
+        CPU state_dict's tensors) into this model. Every missing (with ``strict``), unexpected
+        (with ``strict``) or mis-shaped entry is named in one ValueError, and nothing is changed then."""
+        own = self.state_dict()
+        given = {key: _host_array(value) for key, value in state_dict.items()}
+        problems = state_problems(own, given, strict)
+        if problems:
+            raise ValueError(f"load_state_dict: the state does not fit {type(self).__name__}; " + "; ".join(problems))
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        slots = self._state_slots()
+        for key, value in given.items():
+            if key in slots:
+                slots[key](value)
+        return IncompatibleKeys(missing, unexpected)
+
+    def _state_slots(self) -> dict[str, Any]:
+        """state_dict key -> a setter that stores a host array there (in the entry's dtype)."""
+        slots = {}
+        for name, module in self.named_modules():
+            dot = f"{name}." if name else ""
+            backend = module.backend
+            for attr, param in module._parameters.items():
+                if param is not None:
+                    def set_param(value: np.ndarray, p: Parameter = param, b: Backend = backend) -> None:
+                        p.data = b.asarray(value, dtype=p.dtype)
+                    slots[dot + attr] = set_param
+            for attr, persistent in module._buffers.items():
+                if persistent:
+                    def set_buffer(value: np.ndarray, m: Module = module, a: str = attr, b: Backend = backend) -> None:
+                        object.__setattr__(m, a, b.asarray(value, dtype=getattr(m, a).dtype))
+                    slots[dot + attr] = set_buffer
+        return slots
+
     # ------------------------------------------------------------------ running
-    def __call__(self, x: Any) -> Any:
-        return self.forward(x)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            args = (self._as_input(args[0]),) + tuple(_wrap(a, self.backend) for a in args[1:])
+        out = self.forward(*args, **kwargs)
+        if _summary_rows is not None:
+            _summary_rows.append((self, out))
+        return out
 
-    def forward(self, x: Any) -> Any:
-        raise NotImplementedError
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def backward(self, dy: Any) -> Any:
-        raise NotImplementedError
-
-    def backward_params(self, dy: Any) -> None:
-        """Gradients for the parameters only, for a model whose input needs none: layers that can
-        (Conv2d, and containers starting with one) then skip computing the input gradient."""
-        self._backward_maybe_input(dy, need_input_grad=False)
-
-    #: layers whose ``backward`` takes ``need_input_grad`` (Conv2d, Sequential, Concat) set this
-    can_skip_input_grad = False
-
-    def _backward_maybe_input(self, dy: Any, need_input_grad: bool) -> Any:
-        if need_input_grad or not self.can_skip_input_grad:
-            return self.backward(dy)
-        return self.backward(dy, need_input_grad=False)
+    def _as_input(self, x: Any) -> Any:
+        """A backend array becomes a Tensor; an array of another backend is refused, naming the layer."""
+        array = x.data if isinstance(x, Tensor) else x
+        if not hasattr(array, "shape"):
+            return x
+        if not self.backend.owns(array):
+            b = self.backend
+            raise TypeError(f"{self._layer_name()} is on backend {b.name!r} and expects a "
+                            f"{b.array_type.__module__}.ndarray, got {type(array).__module__}.{type(array).__name__}; "
+                            f"move it with tensor.to({b.name!r}) or gpucnn.get_backend({b.name!r}).asarray(x)")
+        return x if isinstance(x, Tensor) else Tensor(x, backend=self.backend)
 
     def _layer_name(self) -> str:
         return type(self).__name__
 
-    def _check_input(self, x: Any, ndim: int, channels: int | None = None,
+    def _check_input(self, x: Any, ndim: int | None, channels: int | None = None,
                      layout: str = "(N, C, H, W)") -> None:
-        """Reject what the op cannot take, naming the layer, what it expected and got."""
-        name = self._layer_name()
-        if not self.backend.owns(x):
-            raise TypeError(
-                f"{name} is on backend {self.backend.name!r} and expects a "
-                f"{self.backend.array_type.__module__}.ndarray, got {type(x).__module__}."
-                f"{type(x).__name__}; move it with gpucnn.get_backend({self.backend.name!r}).asarray(x)"
-            )
-        if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name}: expected a float32 or float64 input, got dtype {x.dtype}")
-        if x.ndim != ndim:
-            raise ValueError(f"{name}: expected a {ndim}-D input {layout}, got shape {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{name}: got an empty batch, shape {tuple(x.shape)}")
-        if channels is not None and x.shape[1] != channels:
-            expected = layout.replace("C", str(channels), 1)
-            raise ValueError(f"{name}: expected input of shape {expected}, got {tuple(x.shape)}")
+        """Reject what the op cannot take, naming the layer, what it expected and what it got."""
+        check_float_input(x, ndim, self._layer_name(), channels, layout)
+        weight = next((p for p in self._parameters.values() if p is not None), None)
+        check_same_dtype(x, weight, self._layer_name())
 
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
-        for name, child in self._children.items():
+        for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, input_shape: tuple[int, ...], batch_size: int = 1, dtype: Any = None,
+                print_fn: Any = print) -> str:
+        """Run one eval-mode forward on zeros of ``(batch_size, *input_shape)`` and print each
+        layer's output shape and parameter count; returns the table."""
+        global _summary_rows
+        names = {id(m): name for name, m in self.named_modules()}
+        dtype = dtype or next((p.dtype for p in self.parameters()), np.float32)
+        x = Tensor(self.backend.xp.zeros((batch_size, *input_shape), dtype=dtype), backend=self.backend)
+        was_training, _summary_rows = self.training, []
+        try:
+            self.eval()
+            with no_grad():
+                self(x)
+            rows = _summary_rows
+        finally:
+            _summary_rows = None
+            self.train(was_training)
+        table = [("layer", "type", "output shape", "parameters")]
+        for module, out in rows:
+            if module is self:
+                continue
+            shape = tuple(out.shape) if hasattr(out, "shape") else "-"
+            own = sum(p.numel() for p in module.parameters())
+            table.append((names.get(id(module), "?"), type(module).__name__, str(shape), f"{own:,}"))
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
+        lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                 for row in table]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_parameters():,}")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+def state_problems(own: dict[str, Any], given: dict[str, Any], strict: bool = True) -> list[str]:
+    """What keeps ``given`` from loading into a model whose state_dict is ``own``: missing and
+    unexpected keys (when ``strict``) and mis-shaped entries, each named."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    misshaped = [f"{k} (given {tuple(given[k].shape)}, model {tuple(own[k].shape)})"
+                 for k in own if k in given and tuple(given[k].shape) != tuple(own[k].shape)]
+    return [f"{label}: {', '.join(keys)}" for label, keys in
+            (("missing", missing if strict else []), ("unexpected", unexpected if strict else []),
+             ("wrong shape", misshaped)) if keys]
+
+
+#: while Module.summary runs: (module, output) of every call, in call order
+_summary_rows: list[tuple[Module, Any]] | None = None
+
+
+def summary_is_recording() -> bool:
+    """Containers run each layer by itself then (no fusion), so every layer shows its output."""
+    return _summary_rows is not None
+
+
+def _wrap(a: Any, backend: Backend) -> Any:
+    if hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, Tensor) and backend.owns(a):
+        return Tensor(a, backend=backend)
+    return a
+
+
+def _host_array(value: Any) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if type(value).__module__.split(".")[0] == "cupy":
+        return value.get()
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a PyTorch tensor that may require grad
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def _naming_unknown_keywords(init: Any) -> Any:
+    """Wrap a layer's __init__ so an unknown keyword argument raises a TypeError naming the layer
+    the user called (not a base class), and says so when it is a PyTorch feature gpucnn lacks."""
+    signature = inspect.signature(init)
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return init
+    accepted = [name for name in signature.parameters if name != "self"]
+
+    @functools.wraps(init)
+    def checked(self: Module, *args: Any, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            layer = type(self).__name__
+            hints = "".join(f"; {k}: {_PYTORCH_ONLY[k]}" for k in unknown if k in _PYTORCH_ONLY)
+            raise TypeError(f"{layer}: unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}{hints}; {layer} takes {', '.join(accepted)}")
+        init(self, *args, **kwargs)
+
+    return checked
 
 
 def as_float_dtype(dtype: Any, owner: str) -> np.dtype:
@@ -193,3 +358,8 @@ def as_float_dtype(dtype: Any, owner: str) -> np.dtype:
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"{owner}: dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def new_parameter(module: Module, values: np.ndarray, dtype: Any) -> Parameter:
+    """A Parameter on ``module``'s backend from host values."""
+    return Parameter(module.backend.asarray(values, dtype=dtype), backend=module.backend)

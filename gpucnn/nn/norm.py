@@ -1,4 +1,4 @@
-"""BatchNorm2d, written once against the backend's array namespace."""
+"""Batch normalisation layers over the functional batch_norm."""
 
 from __future__ import annotations
 
@@ -6,62 +6,62 @@ from typing import Any
 
 import numpy as np
 
-from .module import Module, Parameter, as_float_dtype
+from .. import functional as F
+from .module import Module, as_float_dtype, new_parameter
 
 
-class BatchNorm2d(Module):
-    """Per-channel batch normalisation of (N, C, H, W), as PyTorch defines it: training uses the
-    batch's biased variance and updates running statistics with the unbiased one."""
+class _BatchNorm(Module):
+    """PyTorch's BatchNorm: training normalises with the batch's biased variance and updates the
+    running statistics with the unbiased one (``momentum=None``: a cumulative average), counting
+    ``num_batches_tracked``; eval uses the running statistics."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 dtype: Any = np.float32) -> None:
+    expected_ndim: tuple[int, ...] = ()
+    layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, dtype: Any = np.float32) -> None:
         super().__init__()
-        dtype = as_float_dtype(dtype, "BatchNorm2d")
-        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
-        self.weight = Parameter(self.backend.asarray(np.ones(num_features), dtype=dtype)) if affine else None
-        self.bias = Parameter(self.backend.asarray(np.zeros(num_features), dtype=dtype)) if affine else None
-        self.register_buffer("running_mean", self.backend.asarray(np.zeros(num_features), dtype=dtype))
-        self.register_buffer("running_var", self.backend.asarray(np.ones(num_features), dtype=dtype))
+        name = type(self).__name__
+        dtype = as_float_dtype(dtype, name)
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None
+        self.bias = new_parameter(self, np.zeros(num_features), dtype) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", self.backend.asarray(np.zeros(num_features), dtype=dtype))
+            self.register_buffer("running_var", self.backend.asarray(np.ones(num_features), dtype=dtype))
+            self.register_buffer("num_batches_tracked", self.backend.asarray(np.array(0, dtype=np.int64)))
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
 
-    # x: (N, C, H, W) -> y: (N, C, H, W)
     def forward(self, x: Any) -> Any:
-        self._check_input(x, 4, self.num_features)
-        xp = self.backend.xp
-        c = self.num_features
-        if self.training:
-            count = x.size // c
-            if count < 2:
-                raise ValueError(f"BatchNorm2d: training needs more than one value per channel, "
-                                 f"got input shape {tuple(x.shape)}")
-            mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))
-            m = self.momentum
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += (m * count / (count - 1)) * var
-        else:
-            mean, var = self.running_mean, self.running_var
-        self._inv_std = 1 / xp.sqrt(var + self.eps)
-        self._xhat = (x - mean.reshape(1, c, 1, 1)) * self._inv_std.reshape(1, c, 1, 1)
-        if self.weight is None:
-            return self._xhat
-        return self._xhat * self.weight.data.reshape(1, c, 1, 1) + self.bias.data.reshape(1, c, 1, 1)
+        if x.ndim not in self.expected_ndim:
+            raise ValueError(f"{self._layer_name()}: expected a {' or '.join(map(str, self.expected_ndim))}-D "
+                             f"input {self.layout}, got shape {x.shape}")
+        self._check_input(x, x.ndim, self.num_features, self.layout)
+        use_batch = self.training or not self.track_running_stats
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        stats = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+        return F.batch_norm(x, *stats, self.weight, self.bias, use_batch, momentum or 0.0, self.eps)
 
-    def backward(self, dy: Any) -> Any:
-        c = self.num_features
-        if self.weight is not None:
-            self.weight.accumulate((dy * self._xhat).sum(axis=(0, 2, 3)))
-            self.bias.accumulate(dy.sum(axis=(0, 2, 3)))
-            dxhat = dy * self.weight.data.reshape(1, c, 1, 1)
-        else:
-            dxhat = dy
-        inv_std = self._inv_std.reshape(1, c, 1, 1)
-        if not self.training:
-            return dxhat * inv_std
-        mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dxhat_xhat = (dxhat * self._xhat).mean(axis=(0, 2, 3), keepdims=True)
-        return (dxhat - mean_dxhat - self._xhat * mean_dxhat_xhat) * inv_std
+
+class BatchNorm1d(_BatchNorm):
+    """x: (N, C) or (N, C, L)."""
+
+    expected_ndim = (2, 3)
+    layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """x: (N, C, H, W)."""
+
+    expected_ndim = (4,)
+    layout = "(N, C, H, W)"

@@ -172,7 +172,7 @@ class SimDevice:
             del self._kernels[key]
 
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
-        return np.ascontiguousarray(np.asarray(a, dtype=dtype))
+        return np.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a)

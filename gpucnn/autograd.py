@@ -1,0 +1,215 @@
+"""Define-by-run autograd: ``Function.apply`` records one node per call, ``backward`` walks them.
+
+Each call of a Function gets its own ``Context`` for what its backward needs, so any number of
+forward passes before a backward, a layer used twice, or any DAG of calls is differentiated
+correctly. Forward and backward work on the backend's arrays (NumPy or CuPy, ``ctx.xp``); the
+engine wraps results in Tensors and knows nothing of backends, kernels or fusions. No CuPy import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .tensor import Tensor, backend_for_arrays
+
+_grad_mode = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``: nothing is recorded or saved for a backward pass."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+@contextlib.contextmanager
+def set_grad_enabled(enabled: bool) -> Iterator[None]:
+    previous = is_grad_enabled()
+    _grad_mode.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+def no_grad() -> contextlib.AbstractContextManager:
+    """``with gpucnn.no_grad():`` (or ``@gpucnn.no_grad()``): inference without a graph."""
+    return set_grad_enabled(False)
+
+
+def enable_grad() -> contextlib.AbstractContextManager:
+    return set_grad_enabled(True)
+
+
+class Context:
+    """What one call of a Function keeps for its backward (``ctx`` in forward and backward)."""
+
+    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...]) -> None:
+        self.backend = backend
+        #: one flag per positional argument of ``apply``: does that input want a gradient?
+        self.needs_input_grad = needs_input_grad
+        self._saved: tuple = ()
+        self._released = False
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of this call's backend (numpy or cupy)."""
+        return self.backend.xp
+
+    @property
+    def records(self) -> bool:
+        """True when a backward may follow (so forward should keep what it needs)."""
+        return any(self.needs_input_grad)
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self._saved = tuple(a.data if isinstance(a, Tensor) else a for a in arrays)
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._released:
+            raise RuntimeError(_SECOND_BACKWARD)
+        return self._saved
+
+    def release(self) -> None:
+        """Free everything the forward kept (after a backward without retain_graph)."""
+        self.__dict__ = {"backend": self.backend, "needs_input_grad": self.needs_input_grad,
+                         "_saved": (), "_released": True}
+
+
+_SECOND_BACKWARD = ("backward: trying to go through part of the graph a second time, but its saved arrays were "
+                    "freed by the first backward; call .backward(retain_graph=True) the first time")
+
+
+class Node:
+    """One recorded call: the function, its context, and the inputs that want gradients."""
+
+    __slots__ = ("function", "ctx", "inputs", "outputs")
+
+    def __init__(self, function: type, ctx: Context, inputs: tuple[Tensor | None, ...],
+                 outputs: tuple[tuple[tuple[int, ...], Any], ...]) -> None:
+        self.function, self.ctx, self.inputs = function, ctx, inputs
+        self.outputs = outputs  # (shape, dtype) of each output, to give unused ones a zero gradient
+
+    def parents(self) -> Iterator[Node]:
+        for t in self.inputs:
+            if t is not None and t._node is not None:
+                yield t._node
+
+    def __repr__(self) -> str:
+        return f"<{self.function.__name__} backward>"
+
+
+class Function:
+    """An op with a hand-written backward, as ``torch.autograd.Function``::
+
+        class Square(gpucnn.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x * x
+
+            @staticmethod
+            def backward(ctx, dy):
+                (x,) = ctx.saved_tensors
+                return 2 * x * dy
+
+        y = Square.apply(t)
+
+    ``forward`` receives the backend arrays of Tensor arguments (other arguments as given) and
+    returns an array or a tuple of arrays; ``backward`` receives one gradient array per output
+    and returns one per positional input (None where there is none).
+    """
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grads: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        backend = backend_for_arrays(tensors, cls.__name__)
+        recording = is_grad_enabled()
+        needs = tuple(recording and isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = Context(backend, needs)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        with set_grad_enabled(False):
+            result = cls.forward(ctx, *raw, **kwargs)
+        many = isinstance(result, tuple)
+        outputs = tuple(Tensor(r, requires_grad=ctx.records, backend=ctx.backend)
+                        for r in (result if many else (result,)))
+        if ctx.records:
+            inputs = tuple(a if need else None for a, need in zip(args, needs))
+            node = Node(cls, ctx, inputs, tuple((tuple(o.shape), o.dtype) for o in outputs))
+            for index, out in enumerate(outputs):
+                out._node, out._index = node, index
+        return outputs if many else outputs[0]
+
+
+# ---------------------------------------------------------------------------- the backward pass
+def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
+    """Accumulate d root / d leaf into every leaf's ``.grad``, seeding with ``grad``."""
+    if root._node is None:
+        root._accumulate(grad)
+        return
+    pending: dict[Node, list[Any]] = {root._node: _slots(root._node)}
+    pending[root._node][root._index] = grad
+    for node in _topological_order(root._node):
+        grads = pending.pop(node)
+        if node.ctx._released:
+            raise RuntimeError(_SECOND_BACKWARD)
+        xp = node.ctx.xp
+        grads = [xp.zeros(shape, dtype) if g is None else g for g, (shape, dtype) in zip(grads, node.outputs)]
+        input_grads = node.function.backward(node.ctx, *grads)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) < len(node.inputs):
+            raise RuntimeError(f"{node.function.__name__}.backward returned {len(input_grads)} gradients for "
+                               f"{len(node.inputs)} inputs")
+        if not retain_graph:
+            node.ctx.release()
+        for tensor, g in zip(node.inputs, input_grads):
+            if tensor is None or g is None:
+                continue
+            g = _matching(g, tensor, node)
+            if tensor._node is None:
+                tensor._accumulate(g)
+            else:
+                slots = pending.setdefault(tensor._node, _slots(tensor._node))
+                previous = slots[tensor._index]
+                slots[tensor._index] = g if previous is None else previous + g
+
+
+def _slots(node: Node) -> list[Any]:
+    return [None] * len(node.outputs)
+
+
+def _matching(g: Any, tensor: Tensor, node: Node) -> Any:
+    if tuple(g.shape) != tuple(tensor.shape):
+        raise RuntimeError(f"{node.function.__name__}.backward returned a gradient of shape {tuple(g.shape)} "
+                           f"for an input of shape {tuple(tensor.shape)}")
+    return g if g.dtype == tensor.dtype else g.astype(tensor.dtype)
+
+
+def _topological_order(root: Node) -> list[Node]:
+    """Every node reachable from ``root``, each before the nodes it takes inputs from.
+    Iterative (a depth-first post-order, reversed), so deep networks meet no recursion limit."""
+    order: list[Node] = []
+    visited = {root}
+    stack = [(root, root.parents())]
+    while stack:
+        node, parents = stack[-1]
+        for parent in parents:
+            if parent not in visited:
+                visited.add(parent)
+                stack.append((parent, parent.parents()))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order

@@ -1,0 +1,32 @@
+"""Input checks shared by the Functions' wrappers: each error names the layer or function,
+what it expected and what it got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends.base import FLOAT_DTYPES
+from ..tensor import Tensor
+
+
+def check_float_input(x: Any, ndim: int | None, owner: str, channels: int | None = None,
+                      layout: str = "(N, C, H, W)") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: expected a gpucnn Tensor, got {type(x).__module__}.{type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{owner}: expected a float32 or float64 input, got dtype {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{owner}: expected a {ndim}-D input {layout}, got shape {x.shape}")
+    if x.ndim and x.shape[0] == 0:
+        raise ValueError(f"{owner}: got an empty batch, shape {x.shape}")
+    if channels is not None and x.shape[1] != channels:
+        expected = layout.replace("C", str(channels), 1)
+        raise ValueError(f"{owner}: expected input of shape {expected}, got {x.shape}")
+
+
+def check_same_dtype(x: Tensor, weight: Tensor | None, owner: str) -> None:
+    """Layers with parameters refuse another dtype instead of promoting (which would leave a
+    float64 gradient on a float32 weight)."""
+    if weight is not None and x.dtype != weight.dtype:
+        raise TypeError(f"{owner}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
+                        f"convert one of them (e.g. x.astype(np.{weight.dtype}))")

@@ -1,0 +1,305 @@
+"""Tensor: a backend array, its gradient, and the link to the call that made it.
+
+Operators record Functions (``gpucnn/functions/basic.py``); this file holds no math. Python
+scalars take the tensor's dtype, so ``x32 * 0.5`` stays float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backends.base import FLOAT_DTYPES, Backend
+
+
+def _infer_backend(data: Any) -> Backend:
+    """A CuPy array is on ``cuda``; a host array on the current backend when that computes on
+    the host (numpy or cuda-sim), else on ``numpy``."""
+    from .backend import get_backend
+
+    if type(data).__module__.split(".")[0] == "cupy":
+        return get_backend("cuda")
+    current = get_backend()
+    return current if current.owns(data) else get_backend("numpy")
+
+
+def backend_for_arrays(tensors: list[Tensor], owner: str) -> Backend:
+    """The one backend an op over ``tensors`` runs on. Host backends (numpy, cuda-sim) share
+    arrays, so tensors of both meet on the more specific one; a CuPy and a NumPy tensor do not."""
+    if not tensors:
+        from .backend import get_backend
+
+        return get_backend()
+    chosen = tensors[0].backend
+    for t in tensors[1:]:
+        if t.backend is chosen:
+            continue
+        if chosen.owns(t.data) and t.backend.owns(tensors[0].data):
+            chosen = chosen if t.backend.name == "numpy" else t.backend
+            continue
+        raise TypeError(f"{owner}: tensors on different backends ({chosen.name!r} and {t.backend.name!r}); "
+                        f"move them with .to(...) first")
+    return chosen
+
+
+class Tensor:
+    """A backend array (``.data``) that autograd can differentiate.
+
+    ``.grad`` (a Tensor) is filled by ``backward`` for leaves that require grad; tensors made
+    by an op remember that op (their graph node) until a backward frees it.
+    """
+
+    # numpy arrays on the left defer to our reflected operators instead of broadcasting us
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, data: Any, requires_grad: bool = False, backend: Backend | None = None) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        self.backend = backend if backend is not None else _infer_backend(data)
+        self.data = data
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._node: Any = None
+        self._index = 0
+
+    # ---------------------------------------------------------------- what it holds
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: int | None = None) -> Any:
+        """The shape, or one axis's length (PyTorch's ``size()``)."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self) -> Any:
+        return self._node
+
+    def numpy(self) -> np.ndarray:
+        """The values as a host ``numpy.ndarray`` (a copy when they live on a GPU)."""
+        return self.backend.to_numpy(self.data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype, copy=False)
+
+    def item(self) -> float | int:
+        if self.numel() != 1:
+            raise ValueError(f"item: only a one-element tensor has an item, this one has shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def detach(self) -> Tensor:
+        """The same array, cut from the graph."""
+        return Tensor(self.data, backend=self.backend)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"requires_grad_: only float tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def to(self, backend: str | Backend) -> Tensor:
+        """This tensor on another backend (differentiable: the gradient travels back)."""
+        from .functions.basic import ToBackend
+
+        return ToBackend.apply(self, backend)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}, dtype={self.dtype}, backend={self.backend.name!r}{grad})"
+
+    # ---------------------------------------------------------------- autograd
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate the gradient of this tensor into ``.grad`` of every leaf that needs one."""
+        from .autograd import run_backward
+
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph (it was computed "
+                               "under no_grad(), or from inputs none of which require grad)")
+        if grad is None:
+            if self.numel() != 1:
+                raise RuntimeError(f"backward: a gradient can be implied only for a one-element output; this "
+                                   f"tensor has shape {self.shape}, so pass backward(grad=...)")
+            grad = self.backend.xp.ones(self.data.shape, dtype=self.dtype)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else self.backend.asarray(grad, dtype=self.dtype)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, the tensor {self.shape}")
+        run_backward(self, grad, retain_graph)
+
+    def _accumulate(self, g: Any) -> None:
+        # never in place: the same gradient array may reach several leaves (an add's two inputs)
+        if self.grad is None:
+            self.grad = Tensor(g, backend=self.backend)
+        else:
+            self.grad = Tensor(self.grad.data + g, backend=self.backend)
+
+    # ---------------------------------------------------------------- operators
+    def _operand(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float)):
+            return Tensor(self.backend.xp.asarray(other, dtype=self.dtype), backend=self.backend)
+        return Tensor(self.backend.asarray(other), backend=self.backend)
+
+    def __add__(self, other: Any) -> Tensor:
+        return _basic().Add.apply(self, self._operand(other))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _basic().Add.apply(self._operand(other), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _basic().Sub.apply(self, self._operand(other))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _basic().Sub.apply(self._operand(other), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _basic().Mul.apply(self, self._operand(other))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _basic().Mul.apply(self._operand(other), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _basic().Div.apply(self, self._operand(other))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _basic().Div.apply(self._operand(other), self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _basic().MatMul.apply(self, self._operand(other))
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _basic().MatMul.apply(self._operand(other), self)
+
+    def __neg__(self) -> Tensor:
+        return _basic().Neg.apply(self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        return _basic().Pow.apply(self, float(exponent))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        if isinstance(index, Tensor):
+            index = index.data
+        return _basic().GetItem.apply(self, index)
+
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        return _basic().Sum.apply(self, dim, keepdim)
+
+    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        return _basic().Mean.apply(self, dim, keepdim)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _basic().Reshape.apply(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        shape = self.shape
+        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        if self.ndim == 0 or start >= end:
+            return self.reshape(shape if self.ndim else (1,))
+        return self.reshape(shape[:start] + (-1,) + shape[end + 1:])
+
+    def exp(self) -> Tensor:
+        return _basic().Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return _basic().Log.apply(self)
+
+    def argmax(self, dim: int | None = None) -> Tensor:
+        """Indices of the largest values (not differentiable)."""
+        return Tensor(self.data.argmax(axis=dim), backend=self.backend)
+
+    # comparisons give boolean tensors outside the graph, as PyTorch's do
+    def _compare(self, other: Any, op: str) -> Tensor:
+        value = other.data if isinstance(other, Tensor) else other
+        return Tensor(getattr(self.data, op)(value), backend=self.backend)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, "__eq__")
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, "__ne__")
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self._compare(other, "__lt__")
+
+    def __le__(self, other: Any) -> Tensor:
+        return self._compare(other, "__le__")
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self._compare(other, "__gt__")
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self._compare(other, "__ge__")
+
+    __hash__ = object.__hash__
+
+
+def _basic() -> Any:
+    from .functions import basic
+
+    return basic
+
+
+class Parameter(Tensor):
+    """A trainable Tensor (requires grad), with the optimizer state that belongs to it.
+
+    Keeping optimizer state on the parameter lets ``model.to(backend)`` move it along.
+    """
+
+    def __init__(self, data: Any, requires_grad: bool = True, backend: Backend | None = None) -> None:
+        super().__init__(data, requires_grad, backend)
+        self.state: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, backend={self.backend.name!r})"
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend: str | Backend | None = None) -> Tensor:
+    """A new leaf Tensor from an array, a nested list or a scalar (copied onto ``backend``).
+
+    Python floats become float32, as in PyTorch; arrays keep their dtype unless ``dtype`` is given.
+    """
+    from .backend import get_backend
+
+    if isinstance(data, Tensor):
+        data = data.numpy()
+    target = get_backend(backend)
+    if dtype is None and not hasattr(data, "dtype"):
+        host = np.asarray(data)
+        dtype = np.float32 if host.dtype == np.float64 else host.dtype
+    array = target.asarray(data if hasattr(data, "dtype") else np.asarray(data), dtype=dtype)
+    if requires_grad and array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"tensor: only float tensors can require grad, got dtype {array.dtype}")
+    return Tensor(array, requires_grad, target)
