@@ -11,6 +11,10 @@ back, so they share the machine's state). glibc's allocator settings (which move
 two speeds) and the thread count are fixed for both and written into the report.
 
     python benchmarks/bench_cpu.py [--processes 5] [--steps 40] [--threads 2] [--out FILE.md]
+    python benchmarks/bench_cpu.py --baseline ../old-checkout   # also time that checkout's gpucnn, interleaved
+
+``--baseline DIR`` runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker (its code, its API) as a
+third framework in every round, so a change is compared with the code before it in one run.
 
 PyTorch is needed only here: pip install torch==2.13.0 (the CPU build).
 """
@@ -55,7 +59,7 @@ def worker_gpucnn(steps: int, warmup: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     model = gpucnn.LeNet5(rng=rng)
     opt = gpucnn.optim.SGD(model, lr=0.01, momentum=0.9)
-    loss_fn = gpucnn.SoftmaxCrossEntropy(backend="numpy")
+    loss_fn = gpucnn.CrossEntropyLoss()
     results = {}
     for batch in TRAIN_BATCHES:
         x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
@@ -63,14 +67,18 @@ def worker_gpucnn(steps: int, warmup: int) -> dict[str, float]:
 
         def step(x=x, y=y):
             opt.zero_grad()
-            loss_fn(model(x), y)
-            model.backward_params(loss_fn.backward())  # like PyTorch: no gradient for the images
+            loss_fn(model(x), y).backward()  # like PyTorch: no gradient for the images
             opt.step()
 
         results[f"train b{batch}"] = _timed(step, steps, warmup)
     x = rng.standard_normal((INFER_BATCH, 1, 28, 28)).astype(np.float32)
     model.eval()
-    results[f"infer b{INFER_BATCH}"] = _timed(lambda: model(x), max(5, steps // 4), 2)
+
+    def infer():
+        with gpucnn.no_grad():
+            model(x)
+
+    results[f"infer b{INFER_BATCH}"] = _timed(infer, max(5, steps // 4), 2)
     return results
 
 
@@ -109,7 +117,10 @@ def run_worker(framework: str, args: argparse.Namespace) -> dict[str, float]:
         env.update(MALLOC_ENV)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
-    command = [sys.executable, __file__, "--worker", framework, "--steps", str(args.steps), "--threads",
+    script, worker = __file__, framework
+    if framework == "baseline":
+        script, worker = str(Path(args.baseline) / "benchmarks" / "bench_cpu.py"), "gpucnn"
+    command = [sys.executable, script, "--worker", worker, "--steps", str(args.steps), "--threads",
                str(args.threads)]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,6 +133,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-malloc-env", action="store_true", help="leave glibc's allocator at its defaults")
     parser.add_argument("--out", default=None, help="also write the table as markdown here")
+    parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time in the same rounds")
     parser.add_argument("--worker", choices=["gpucnn", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -132,9 +144,10 @@ def main() -> int:
         print(json.dumps(worker_torch(args.steps, 5, args.threads)))
         return 0
 
-    per_process: dict[str, dict[str, list[float]]] = {"gpucnn": {}, "torch": {}}
+    frameworks = ("gpucnn", "torch") + (("baseline",) if args.baseline else ())
+    per_process: dict[str, dict[str, list[float]]] = {framework: {} for framework in frameworks}
     for i in range(args.processes):
-        for framework in ("gpucnn", "torch"):
+        for framework in frameworks:
             for case, ms in run_worker(framework, args).items():
                 per_process[framework].setdefault(case, []).append(ms)
         print(f"process round {i + 1}/{args.processes} done", file=sys.stderr)
@@ -146,16 +159,23 @@ def main() -> int:
     header = (f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"{args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, glibc malloc: {malloc}; "
               f"median of {args.processes} per-process medians of {args.steps} steps")
-    lines = [header, "", "| case | gpucnn numpy ms | PyTorch CPU ms | gpucnn / PyTorch | per-round ratios |",
-             "|---|---|---|---|---|"]
+    if args.baseline:
+        header += f"; baseline: {args.baseline}"
+    lines = [header, "", "| case | gpucnn numpy ms | PyTorch CPU ms | gpucnn / PyTorch | per-round ratios |"
+             + (" baseline ms | gpucnn / baseline | per-round ratios |" if args.baseline else ""),
+             "|---|---|---|---|---|" + ("---|---|---|" if args.baseline else "")]
     for case in per_process["gpucnn"]:
         ours = statistics.median(per_process["gpucnn"][case])
         theirs = statistics.median(per_process["torch"][case])
         # each round ran one process of each back to back: the spread of their ratios shows how
         # far this machine's drifts move the comparison
         rounds = [a / b for a, b in zip(per_process["gpucnn"][case], per_process["torch"][case])]
-        lines.append(f"| {case} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x | "
-                     f"{min(rounds):.2f}-{max(rounds):.2f}x |")
+        row = f"| {case} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x | {min(rounds):.2f}-{max(rounds):.2f}x |"
+        if args.baseline:
+            before = statistics.median(per_process["baseline"][case])
+            rounds = [a / b for a, b in zip(per_process["gpucnn"][case], per_process["baseline"][case])]
+            row += f" {before:.2f} | {ours / before:.2f}x | {min(rounds):.2f}-{max(rounds):.2f}x |"
+        lines.append(row)
     table = "\n".join(lines)
     print(table)
     if args.out:

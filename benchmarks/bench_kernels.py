@@ -161,13 +161,12 @@ def bench_lenet_step(repeat: int) -> list[dict]:
         with gpucnn.use_backend("cuda") as be:
             model = gpucnn.LeNet5(rng=np.random.default_rng(0))
             opt = gpucnn.optim.SGD(model, lr=0.01, momentum=0.9)
-            loss_fn = gpucnn.SoftmaxCrossEntropy(backend="cuda")
+            loss_fn = gpucnn.CrossEntropyLoss()
             xd, yd = be.asarray(x), be.asarray(labels)
 
             def ours():
                 opt.zero_grad()
-                loss_fn(model(xd), yd)
-                model.backward_params(loss_fn.backward())
+                loss_fn(model(xd), yd).backward()
                 opt.step()
 
         net = torch.nn.Sequential(

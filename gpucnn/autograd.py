@@ -82,22 +82,37 @@ _SECOND_BACKWARD = ("backward: trying to go through part of the graph a second t
 
 
 class Node:
-    """One recorded call: the function, its context, and the inputs that want gradients."""
+    """One recorded call: the function, its context, and an edge for each input that wants a
+    gradient. An edge leads to the node that made that input (and which of its outputs), or to
+    the leaf tensor itself; the node keeps no intermediate tensor, so activations are freed as
+    soon as the user drops them and backward has used what the context saved."""
 
-    __slots__ = ("function", "ctx", "inputs", "outputs")
+    __slots__ = ("function", "ctx", "edges", "outputs")
 
     def __init__(self, function: type, ctx: Context, inputs: tuple[Tensor | None, ...],
                  outputs: tuple[tuple[tuple[int, ...], Any], ...]) -> None:
-        self.function, self.ctx, self.inputs = function, ctx, inputs
+        self.function, self.ctx = function, ctx
+        self.edges = tuple(None if t is None else Edge(t) for t in inputs)
         self.outputs = outputs  # (shape, dtype) of each output, to give unused ones a zero gradient
 
     def parents(self) -> Iterator[Node]:
-        for t in self.inputs:
-            if t is not None and t._node is not None:
-                yield t._node
+        for edge in self.edges:
+            if edge is not None and edge.node is not None:
+                yield edge.node
 
     def __repr__(self) -> str:
         return f"<{self.function.__name__} backward>"
+
+
+class Edge:
+    """Where one input's gradient goes: into ``node``'s output ``index``, or into ``leaf.grad``."""
+
+    __slots__ = ("node", "index", "leaf", "shape", "dtype")
+
+    def __init__(self, t: Tensor) -> None:
+        self.node, self.index = t._node, t._index
+        self.leaf = t if t._node is None else None
+        self.shape, self.dtype = t.shape, t.dtype
 
 
 class Function:
@@ -167,32 +182,32 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
         input_grads = node.function.backward(node.ctx, *grads)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        if len(input_grads) < len(node.inputs):
+        if len(input_grads) < len(node.edges):
             raise RuntimeError(f"{node.function.__name__}.backward returned {len(input_grads)} gradients for "
-                               f"{len(node.inputs)} inputs")
+                               f"{len(node.edges)} inputs")
         if not retain_graph:
             node.ctx.release()
-        for tensor, g in zip(node.inputs, input_grads):
-            if tensor is None or g is None:
+        for edge, g in zip(node.edges, input_grads):
+            if edge is None or g is None:
                 continue
-            g = _matching(g, tensor, node)
-            if tensor._node is None:
-                tensor._accumulate(g)
+            g = _matching(g, edge, node)
+            if edge.leaf is not None:
+                edge.leaf._accumulate(g)
             else:
-                slots = pending.setdefault(tensor._node, _slots(tensor._node))
-                previous = slots[tensor._index]
-                slots[tensor._index] = g if previous is None else previous + g
+                slots = pending.setdefault(edge.node, _slots(edge.node))
+                previous = slots[edge.index]
+                slots[edge.index] = g if previous is None else previous + g
 
 
 def _slots(node: Node) -> list[Any]:
     return [None] * len(node.outputs)
 
 
-def _matching(g: Any, tensor: Tensor, node: Node) -> Any:
-    if tuple(g.shape) != tuple(tensor.shape):
+def _matching(g: Any, edge: Edge, node: Node) -> Any:
+    if tuple(g.shape) != tuple(edge.shape):
         raise RuntimeError(f"{node.function.__name__}.backward returned a gradient of shape {tuple(g.shape)} "
-                           f"for an input of shape {tuple(tensor.shape)}")
-    return g if g.dtype == tensor.dtype else g.astype(tensor.dtype)
+                           f"for an input of shape {tuple(edge.shape)}")
+    return g if g.dtype == edge.dtype else g.astype(edge.dtype)
 
 
 def _topological_order(root: Node) -> list[Node]:

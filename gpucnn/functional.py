@@ -260,7 +260,7 @@ def _smoothing_term(logp: Tensor, labels: Any, weight: Any, ignore_index: int, r
     """PyTorch's label-smoothing term: -sum_c w_c logp[i, c] per row, reduced like the NLL."""
     xp = logp.backend.xp
     kept = (labels != ignore_index).astype(logp.dtype)
-    w = None if weight is None else as_tensor(weight, "cross_entropy").data
+    w = None if weight is None else as_tensor(weight, "cross_entropy").data.astype(logp.dtype, copy=False)
     per_class = logp if w is None else logp * Tensor(w.reshape(1, -1), backend=logp.backend)
     rows = -per_class.sum(dim=1) * Tensor(kept, backend=logp.backend)
     if reduction == "none":

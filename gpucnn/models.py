@@ -135,5 +135,4 @@ class ResNet(Module):
         return self.fc(self.avgpool(out).flatten(1))
 
 
-MODELS = {"lenet5": LeNet5, "lenet5-classic": LeNet5Classic, "resnet8": lambda **kw: ResNet(8, in_channels=1, **kw),
-          "resnet20": lambda **kw: ResNet(20, in_channels=1, **kw)}
+MODELS = {"lenet5": LeNet5, "lenet5-classic": LeNet5Classic}

@@ -32,9 +32,9 @@ class Optimizer:
         self.lr = float(lr)
         self.step_count = 0
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
-            p.grad = None
+            p.zero_grad(set_to_none)
 
     def step(self) -> None:
         self.step_count += 1

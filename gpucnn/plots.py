@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .autograd import no_grad
+
 
 def _pyplot() -> Any:
     try:
@@ -76,7 +78,7 @@ def _first_conv(model: Any) -> Any:
 def filters(model: Any, path: str | Path) -> Path:
     plt = _pyplot()
     conv = _first_conv(model)
-    w = conv.backend.to_numpy(conv.dense_weight())
+    w = conv.dense_weight().numpy()
     k, c = w.shape[:2]
     fig, axes = plt.subplots(c, k, figsize=(1.3 * k, 1.4 * c), squeeze=False)
     for (ci, ki), ax in np.ndenumerate(axes):
@@ -98,14 +100,15 @@ def feature_maps(model: Any, image: np.ndarray, path: str | Path) -> Path:
     conv = _first_conv(model)
     maps = None
     for layer in getattr(model, "layers", [model]):
-        x = layer.forward(x)
+        with no_grad():
+            x = layer(x)
         if maps is not None:  # the layer after the conv: its activation
             maps = x
             break
         if layer is conv:
             maps = x
     model.train(was_training)
-    maps = backend.to_numpy(maps)[0]
+    maps = maps.numpy()[0]
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(1.6 * (len(maps) + 1), 1.9))
     axes[0].imshow(image[0, 0], cmap="gray")
     axes[0].set_title("input", fontsize=8)

@@ -57,6 +57,9 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, backend: Backend | None = None) -> None:
         if isinstance(data, Tensor):
             data = data.data
+        if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+            raise TypeError(f"Tensor: wraps a backend array, got {type(data).__name__}; use gpucnn.tensor(...) to "
+                            f"make one from a list or a scalar")
         self.backend = backend if backend is not None else _infer_backend(data)
         self.data = data
         self.requires_grad = bool(requires_grad)
@@ -110,6 +113,19 @@ class Tensor:
         if self.numel() != 1:
             raise ValueError(f"item: only a one-element tensor has an item, this one has shape {self.shape}")
         return self.numpy().reshape(()).item()
+
+    def __bool__(self) -> bool:
+        # without this, Python would fall back on __len__: tensor([0.]) would be true, a 0-d one an error
+        if self.numel() != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                               f"use .any() or .all() on .numpy(), or .item() for one element")
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
 
     def tolist(self) -> Any:
         return self.numpy().tolist()
@@ -281,6 +297,12 @@ class Parameter(Tensor):
     def __init__(self, data: Any, requires_grad: bool = True, backend: Backend | None = None) -> None:
         super().__init__(data, requires_grad, backend)
         self.state: dict[str, Any] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad = Tensor(self.backend.xp.zeros_like(self.grad.data), backend=self.backend)
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, backend={self.backend.name!r})"

@@ -2,7 +2,7 @@
 
 Layers call only these ops (plus the array namespace ``backend.xp`` for glue such as
 reshapes and matmuls), so a new backend slots in by implementing this list. The test
-``tests/test_backend_contract.py`` checks that every registered backend class does.
+``tests/test_backend_switch.py`` checks that every registered backend class does.
 
 Conventions:
 - Arrays are NCHW and C-contiguous on return; ``real`` is float32 or float64.
@@ -52,9 +52,13 @@ OPS: dict[str, str] = {
         "(dy, x_shape, kernel, stride, padding, ceil_mode, count_include_pad) -> dx: (N, C, H, W)"
     ),
     "lppool2d_forward": (
-        "(x, norm_type, kernel, stride, ceil_mode) -> y; x: (N, C, H, W) -> y: (N, C, OH, OW)"
+        "(x, norm_type, kernel, stride, ceil_mode) -> y; x: (N, C, H, W) -> y: (N, C, OH, OW); "
+        "norm_type > 0, or inf for the window max of |x| (as PyTorch)"
     ),
-    "lppool2d_backward": "(dy, x, y, norm_type, kernel, stride, ceil_mode) -> dx: (N, C, H, W)",
+    "lppool2d_backward": (
+        "(dy, x, y, norm_type, kernel, stride, ceil_mode) -> dx: (N, C, H, W); only zero-norm windows pass "
+        "no gradient (NaN stays NaN); y is not read when norm_type is inf"
+    ),
     # activations (elementwise, any shape)
     "relu_forward": "(x) -> y",
     "relu_backward": "(dy, y) -> dx  (from the saved output, so the forward may run in place)",

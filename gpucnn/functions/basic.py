@@ -114,8 +114,8 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         dy2 = dy.reshape(dy.shape + (1,) if b.ndim == 1 else dy.shape)
-        if a.ndim == 1:
-            dy2 = dy2.reshape(dy2.shape[:-2] + (1,) + dy2.shape[-1:]) if dy2.ndim >= 2 else dy2[None, :]
+        if a.ndim == 1:  # y has no row axis: put back the one a2 has, just before the columns
+            dy2 = dy2.reshape(dy2.shape[:-1] + (1,) + dy2.shape[-1:])
         da = db = None
         if ctx.needs_input_grad[0]:
             da = sum_to_shape(dy2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)

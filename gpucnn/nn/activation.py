@@ -8,14 +8,23 @@ from .. import functional as F
 from .module import Module
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """Checks the input first, so a bad one is refused naming the layer called (``ReLU``), not the
+    function it runs (``relu``)."""
+
+    def _checked(self, x: Any) -> Any:
+        self._check_input(x, None, layout="(N, ...)")
+        return x
+
+
+class ReLU(_Activation):
     """max(x, 0)."""
 
     def forward(self, x: Any) -> Any:
-        return F.relu(x)
+        return F.relu(self._checked(x))
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
@@ -24,15 +33,15 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}"
 
     def forward(self, x: Any) -> Any:
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(self._checked(x), self.negative_slope)
 
 
-class Sigmoid(Module):
+class Sigmoid(_Activation):
     def forward(self, x: Any) -> Any:
-        return F.sigmoid(x)
+        return F.sigmoid(self._checked(x))
 
 
-class Tanh(Module):
+class Tanh(_Activation):
     """``outer * tanh(inner * x)``; the defaults give plain tanh, ``Tanh.lecun()`` LeNet-5's
     1.7159 * tanh(2x/3), whose gain keeps unit-variance inputs at unit variance."""
 
@@ -48,19 +57,20 @@ class Tanh(Module):
         return "" if (self.outer, self.inner) == (1.0, 1.0) else f"outer={self.outer}, inner={self.inner}"
 
     def forward(self, x: Any) -> Any:
+        x = self._checked(x)
         y = F.tanh(x * self.inner if self.inner != 1.0 else x)
         return y * self.outer if self.outer != 1.0 else y
 
 
-class Softmax(Module):
+class Softmax(_Activation):
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x: Any) -> Any:
-        return F.softmax(x, self.dim)
+        return F.softmax(self._checked(x), self.dim)
 
 
 class LogSoftmax(Softmax):
     def forward(self, x: Any) -> Any:
-        return F.log_softmax(x, self.dim)
+        return F.log_softmax(self._checked(x), self.dim)

@@ -43,7 +43,9 @@ class ModuleList(Module):
         if isinstance(index, slice):
             part = type(self).__new__(type(self))
             ModuleList.__init__(part, layers[index])
-            object.__setattr__(part, "backend", self.backend)
+            for key, value in self.__dict__.items():  # the container's own settings (Concat's dim), backend
+                if key not in ("_parameters", "_buffers", "_modules") and not key.isdigit():
+                    object.__setattr__(part, key, value)
             return part.train(self.training)
         return layers[index]
 
@@ -65,6 +67,17 @@ class Sequential(ModuleList):
     @property
     def layers(self) -> list[Module]:
         return list(self._modules.values())
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if not isinstance(index, slice):
+            return super().__getitem__(index)
+        # a plain Sequential that keeps the layers' names (so its state_dict keys stay those of
+        # the whole), as PyTorch's Sequential slices do
+        part = Sequential()
+        for name, layer in list(self._modules.items())[index]:
+            part.add_module(name, layer)
+        object.__setattr__(part, "backend", self.backend)
+        return part.train(self.training)
 
     def forward(self, x: Any) -> Any:
         chunk = self.backend.eval_batch_chunk

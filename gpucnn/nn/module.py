@@ -83,12 +83,14 @@ class Module:
     def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """Every module below (and with) this one, depth first; a module used twice comes once
+        unless ``remove_duplicate`` is False (state_dict lists it under each name, as PyTorch does)."""
         seen: set[int] = set()
         stack = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
+            if remove_duplicate and id(module) in seen:
                 continue
             seen.add(id(module))
             yield name, module
@@ -117,6 +119,11 @@ class Module:
         for name, module, attr in self._buffer_slots(prefix, persistent_only=False):
             yield name, getattr(module, attr)
 
+    def parameter_keys(self) -> set[str]:
+        """The state_dict keys that hold parameters (the rest are buffers)."""
+        return {(f"{name}." if name else "") + attr for name, module in self.named_modules(remove_duplicate=False)
+                for attr, param in module._parameters.items() if param is not None}
+
     def _buffer_slots(self, prefix: str = "", persistent_only: bool = True) -> Iterator[tuple[str, Module, str]]:
         for module_name, module in self.named_modules(prefix):
             for attr, persistent in module._buffers.items():
@@ -128,7 +135,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            p.grad = None
+            p.zero_grad(set_to_none)
 
     # ------------------------------------------------------------------ modes and devices
     def train(self, mode: bool = True) -> Module:
@@ -171,7 +178,7 @@ class Module:
         """Name -> array on the model's backend, with PyTorch's names (``0.weight``,
         ``layer1.0.bn1.running_mean``, ``num_batches_tracked``)."""
         state: OrderedDict[str, Any] = OrderedDict()
-        for name, module in self.named_modules():
+        for name, module in self.named_modules(remove_duplicate=False):
             dot = f"{name}." if name else ""
             for attr, param in module._parameters.items():
                 if param is not None:
@@ -201,18 +208,20 @@ class Module:
     def _state_slots(self) -> dict[str, Any]:
         """state_dict key -> a setter that stores a host array there (in the entry's dtype)."""
         slots = {}
-        for name, module in self.named_modules():
+        for name, module in self.named_modules(remove_duplicate=False):
             dot = f"{name}." if name else ""
             backend = module.backend
             for attr, param in module._parameters.items():
                 if param is not None:
                     def set_param(value: np.ndarray, p: Parameter = param, b: Backend = backend) -> None:
-                        p.data = b.asarray(value, dtype=p.dtype)
+                        # a copy: on a host backend asarray would alias the caller's array (another
+                        # model's state_dict), and in-place updates of either would reach the other
+                        p.data = b.asarray(np.array(value, dtype=p.dtype))
                     slots[dot + attr] = set_param
             for attr, persistent in module._buffers.items():
                 if persistent:
                     def set_buffer(value: np.ndarray, m: Module = module, a: str = attr, b: Backend = backend) -> None:
-                        object.__setattr__(m, a, b.asarray(value, dtype=getattr(m, a).dtype))
+                        object.__setattr__(m, a, b.asarray(np.array(value, dtype=getattr(m, a).dtype)))
                     slots[dot + attr] = set_buffer
         return slots
 
@@ -347,10 +356,15 @@ def _naming_unknown_keywords(init: Any) -> Any:
             layer = type(self).__name__
             hints = "".join(f"; {k}: {_PYTORCH_ONLY[k]}" for k in unknown if k in _PYTORCH_ONLY)
             raise TypeError(f"{layer}: unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(map(repr, unknown))}{hints}; {layer} takes {', '.join(accepted)}")
+                            f"{', '.join(map(repr, unknown))}{hints}; {layer} takes "
+                            f"{', '.join(accepted) or 'no arguments'}")
         init(self, *args, **kwargs)
 
     return checked
+
+
+# layers without an __init__ of their own (ReLU, Sigmoid) run this one: it names them too
+Module.__init__ = _naming_unknown_keywords(Module.__init__)  # type: ignore[method-assign]
 
 
 def as_float_dtype(dtype: Any, owner: str) -> np.dtype:
