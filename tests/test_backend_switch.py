@@ -86,24 +86,26 @@ def test_model_to_moves_parameters_and_optimizer_state(backend):
     with gpucnn.use_backend("numpy"):
         model = gpucnn.Sequential(gpucnn.Conv2d(1, 2, 3), gpucnn.BatchNorm2d(2), gpucnn.ReLU(), gpucnn.Flatten(),
                                   gpucnn.Linear(8, 3))
-    opt = gpucnn.optim.SGD(model, lr=0.1, momentum=0.9)
+    opt = gpucnn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = rng.standard_normal((4, 1, 4, 4)).astype(np.float32)
     labels = np.array([0, 1, 2, 0])
-    loss = gpucnn.SoftmaxCrossEntropy(backend="numpy")
-    loss(model(x), labels)
-    model.backward(loss.backward())
+    loss_fn = gpucnn.CrossEntropyLoss()
+    loss_fn(model(x), labels).backward()
     opt.step()
     before = {n: p.data.copy() for n, p in model.named_parameters()}
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
     model.to(backend.name)
     assert gpucnn.backend_of(model) == backend.name
     for name, p in model.named_parameters():
         assert backend.owns(p.data) and backend.owns(p.state["velocity"])
+        assert p.backend is backend and p.grad.backend is backend and backend.owns(p.grad.data)
         np.testing.assert_array_equal(backend.to_numpy(p.data), before[name])
+        np.testing.assert_array_equal(p.grad.numpy(), grads[name])
     assert backend.owns(model[1].running_mean)
     # a training step on the new backend continues from the moved state
-    loss = gpucnn.SoftmaxCrossEntropy(backend=backend.name)
-    loss(model(backend.asarray(x)), labels)
-    model.backward(loss.backward())
+    opt.zero_grad()
+    loss_fn(model(backend.asarray(x)), labels).backward()
     opt.step()
     model.to("numpy")
-    assert all(isinstance(p.data, np.ndarray) for p in model.params())
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+    assert all(isinstance(p.state["velocity"], np.ndarray) for p in model.parameters())

@@ -227,8 +227,43 @@ def test_model_mismatch_is_a_checkpoint_error(tmp_path):
     gpucnn.save(tmp_path / "m.npz", _model())
     with gpucnn.use_backend("numpy"):
         wrong = gpucnn.Sequential(gpucnn.Conv2d(1, 3, 3), gpucnn.ReLU(), gpucnn.Flatten(), gpucnn.Linear(12, 2))
-    with pytest.raises(CheckpointError, match="does not fit Sequential; wrong shape: param/0.bias"):
+    before = {k: v.copy() for k, v in wrong.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"does not fit Sequential; wrong shape: 0.weight \(given \(2, 1, 3, 3\), "
+                                              r"model \(3, 1, 3, 3\)\), 0.bias \(given \(2,\), model \(3,\)\), "
+                                              r"3.weight \(given \(2, 8\), model \(2, 12\)\)$"):
         gpucnn.load(tmp_path / "m.npz", wrong)
+    for k, v in wrong.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_version_1_file_of_batchnorm_and_conv1d_still_loads(tmp_path):
+    """Before autograd, BatchNorm had no num_batches_tracked and Conv1d kept (K, C/groups, 1, KL) weights."""
+    def model():
+        with gpucnn.use_backend("numpy"):
+            return gpucnn.Sequential(gpucnn.Conv1d(2, 3, 3), gpucnn.BatchNorm1d(3), gpucnn.Flatten(),
+                                     gpucnn.Linear(6, 2))
+    rng = np.random.default_rng(3)
+    old = model()
+    arrays = {f"param/{name}": rng.standard_normal(p.shape).astype(np.float32)
+              for name, p in old.named_parameters()}
+    arrays["param/0.weight"] = arrays["param/0.weight"].reshape(3, 2, 1, 3)
+    arrays["buffer/1.running_mean"] = rng.standard_normal(3).astype(np.float32)
+    arrays["buffer/1.running_var"] = rng.uniform(0.5, 2, 3).astype(np.float32)
+    meta = {"format": FORMAT, "version": 1, "model": "Sequential", "extra": {}}
+    np.savez(tmp_path / "v1.npz", **arrays, meta=np.array(json.dumps(meta)))
+    new = model()
+    assert gpucnn.load(tmp_path / "v1.npz", new) == {}
+    state = new.state_dict()
+    assert state["0.weight"].shape == (3, 2, 3)
+    np.testing.assert_array_equal(state["0.weight"], arrays["param/0.weight"].reshape(3, 2, 3))
+    for key in ("0.bias", "1.weight", "1.bias", "3.weight", "3.bias"):
+        np.testing.assert_array_equal(state[key], arrays[f"param/{key}"])
+    np.testing.assert_array_equal(state["1.running_var"], arrays["buffer/1.running_var"])
+    assert int(state["1.num_batches_tracked"]) == 0
+    # a version-2 file must be complete: the same arrays in one are refused
+    write_checkpoint(tmp_path / "v2.npz", arrays, {"model": "Sequential", "extra": {}})
+    with pytest.raises(CheckpointError, match=r"missing: 1.num_batches_tracked; .*wrong shape: 0.weight"):
+        gpucnn.load(tmp_path / "v2.npz", model())
 
 
 def test_write_refuses_what_could_not_be_read_back_and_leaves_nothing(tmp_path):

@@ -443,16 +443,17 @@ def test_numpy_training_steps_equal_with_and_without_buffer_reuse(rng):
             object.__setattr__(m, "backend", backend)
             for p in m._parameters.values():
                 p.backend = backend
-        opt = gpucnn.optim.SGD(model, lr=0.1, momentum=0.9)
-        loss_fn = gpucnn.SoftmaxCrossEntropy(backend="numpy")
+        opt = gpucnn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss_fn = gpucnn.CrossEntropyLoss()
         data = np.random.default_rng(6)
         for _ in range(3):
             x = data.standard_normal((160, 1, 28, 28)).astype(np.float32)
             opt.zero_grad()
-            loss_fn(model(x), data.integers(0, 10, 160))
-            model.backward_params(loss_fn.backward())
+            loss = loss_fn(model(x), data.integers(0, 10, 160))
+            assert loss.backend is backend  # the ops ran on this instance, with its scratch pool
+            loss.backward()  # the images need no gradient: parameters' only, as backward_params did
             opt.step()
-        return [p.data.copy() for p in model.params()], backend._scratch._bytes
+        return [p.data.copy() for p in model.parameters()], backend._scratch._bytes
 
     reused, pooled_bytes = train(True)
     fresh, _ = train(False)

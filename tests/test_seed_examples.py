@@ -83,9 +83,11 @@ def test_maxpool_backward_routes_to_argmax_only(backend):
     x = np.array([[[[1, 5, 2, 0], [3, 4, 9, 1], [0, 0, 1, 2], [7, 1, 3, 8]]]], dtype=np.float32)
     with gpucnn.use_backend(backend.name):
         pool = gpucnn.MaxPool2d(2)
-    y = pool(backend.asarray(x))
-    np.testing.assert_array_equal(backend.to_numpy(y)[0, 0], [[5, 9], [7, 8]])
-    dx = backend.to_numpy(pool.backward(backend.asarray(np.array([[[[1, 2], [3, 4]]]], np.float32))))
+    xt = gpucnn.tensor(x, requires_grad=True, backend=backend.name)
+    y = pool(xt)
+    np.testing.assert_array_equal(y.numpy()[0, 0], [[5, 9], [7, 8]])
+    y.backward(backend.asarray(np.array([[[[1, 2], [3, 4]]]], np.float32)))
+    dx = xt.grad.numpy()
     expected = np.zeros((4, 4))
     expected[0, 1], expected[1, 2], expected[3, 0], expected[3, 3] = 1, 2, 3, 4
     np.testing.assert_array_equal(dx[0, 0], expected)
@@ -94,8 +96,9 @@ def test_maxpool_backward_routes_to_argmax_only(backend):
 def test_avgpool_backward_spreads_evenly(backend):
     with gpucnn.use_backend(backend.name):
         pool = gpucnn.AvgPool2d(2)
-    pool(backend.asarray(np.ones((1, 1, 4, 4), np.float32)))
-    dx = backend.to_numpy(pool.backward(backend.asarray(np.array([[[[4, 8], [12, 16]]]], np.float32))))
+    xt = gpucnn.tensor(np.ones((1, 1, 4, 4), np.float32), requires_grad=True, backend=backend.name)
+    pool(xt).backward(backend.asarray(np.array([[[[4, 8], [12, 16]]]], np.float32)))
+    dx = xt.grad.numpy()
     np.testing.assert_array_equal(dx[0, 0], [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
 
 
@@ -104,21 +107,26 @@ def test_connection_table_matches_masked_dense_conv(backend, rng):
     with gpucnn.use_backend(backend.name):
         c3 = gpucnn.Conv2d(6, 16, 5, connection=table, rng=rng)
     x = rng.standard_normal((2, 6, 14, 14)).astype(np.float32)
-    y = backend.to_numpy(c3(backend.asarray(x)))
+    y = c3(backend.asarray(x)).numpy()
     dense = np.zeros((16, 6, 5, 5), np.float32)
     packed = backend.to_numpy(c3.weight.data)
     outs, ins = np.nonzero(table.T)
     for n, (k, c) in enumerate(zip(outs, ins)):
         dense[k, c] = packed[n]
-    np.testing.assert_allclose(y, ref.conv2d(x, dense, np.zeros(16), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    bias = backend.to_numpy(c3.bias.data)
+    np.testing.assert_allclose(y, ref.conv2d(x, dense, bias, (1, 1), (0, 0, 0, 0), (1, 1), 1),
                                rtol=1e-4, atol=1e-5)
     # output map 0 reads only S2 maps 0, 1, 2: changing map 5 leaves it alone
     x2 = x.copy()
     x2[:, 5] += 1
-    y2 = backend.to_numpy(c3(backend.asarray(x2)))
+    out2 = c3(backend.asarray(x2))
+    y2 = out2.numpy()
     np.testing.assert_array_equal(y2[:, 0], y[:, 0])
     assert not np.allclose(y2[:, 15], y[:, 15])
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    c3.backward(backend.asarray(dy))
-    _, rdw, _ = ref.conv2d_backward(dy, x2, dense, (1, 1), (0, 0, 0, 0), (1, 1), 1)
-    np.testing.assert_allclose(backend.to_numpy(c3.weight.grad), rdw[outs, ins], rtol=1e-4, atol=1e-4)
+    out2.backward(backend.asarray(dy))
+    _, rdw, rdb = ref.conv2d_backward(dy, x2, dense, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    # the packed weight's gradient is the dense one at the connected filters only
+    assert c3.weight.grad.shape == (60, 5, 5)
+    np.testing.assert_allclose(c3.weight.grad.numpy(), rdw[outs, ins], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(c3.bias.grad.numpy(), rdb, rtol=1e-4, atol=1e-4)

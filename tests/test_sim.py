@@ -237,7 +237,10 @@ def test_out_of_bounds_write_is_caught_by_the_sanitizer(tmp_path):
                GPUCNN_SIM_CACHE=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0 and "no error" not in out.stdout
-    assert "heap-buffer-overflow" in out.stderr and "write_past_end" in out.stderr
+    # the byte past the array is usually its redzone (heap-buffer-overflow), but where the allocator put a
+    # chunk freed earlier right behind it ASan reports heap-use-after-free: both are the write caught
+    assert ("heap-buffer-overflow" in out.stderr or "heap-use-after-free" in out.stderr), out.stderr[-2000:]
+    assert "write_past_end" in out.stderr
 
 
 def test_builds_are_cached_by_source_and_flags(tmp_path, monkeypatch):

@@ -18,15 +18,16 @@ def _lenet_steps(backend_name, steps=3, batch=8, classic=False, seed=0):
     y = rng.integers(0, 10, (steps, batch))
     with gpucnn.use_backend(backend_name) as backend:
         model = (gpucnn.LeNet5Classic if classic else gpucnn.LeNet5)(rng=np.random.default_rng(seed))
-        opt = gpucnn.optim.SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
-        loss_fn = gpucnn.SoftmaxCrossEntropy(backend=backend_name)
+        opt = gpucnn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        loss_fn = gpucnn.CrossEntropyLoss()
         losses = []
         for step in range(steps):
             opt.zero_grad()
-            losses.append(loss_fn(model(backend.asarray(x[step])), y[step]))
-            model.backward(loss_fn.backward())
+            loss = loss_fn(model(backend.asarray(x[step])), y[step])
+            loss.backward()
+            losses.append(loss.item())
             opt.step()
-        params = [backend.to_numpy(p.data) for p in model.params()]
+        params = [backend.to_numpy(p.data) for p in model.parameters()]
     return losses, params
 
 
@@ -53,7 +54,7 @@ def test_mnist_subset_training_beats_90_percent(mnist_path):
     gpucnn.manual_seed(0)
     with gpucnn.use_backend("numpy"):
         model = gpucnn.LeNet5(rng=np.random.default_rng(0))
-    opt = gpucnn.optim.SGD(model, lr=0.02, momentum=0.9, nesterov=True)
+    opt = gpucnn.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, nesterov=True)
     history = []
     trainer = Trainer(model, opt, batch_size=64, seed=0, progress=False, prepare=normalize, log=history.append)
     stats = trainer.fit(data.train_images[:4000], data.train_labels[:4000], data.test_images[:2000],
