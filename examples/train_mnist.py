@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop once this many epochs are done (as if interrupted); --resume continues")
     p.add_argument("--plot", default=None, help="PNG path for curves; also writes confusion matrix and filters")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    p.add_argument("--export-onnx", default=None, help="ONNX path written after training (needs gpucnn[onnx])")
     return p.parse_args(argv)
 
 
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         _, _, predicted = evaluate(model, test_x, test_y, prepare=prepare)
         for path in plots.write_all(args.plot, history, test_y, predicted, model, prepare(test_x[:1])):
             print(f"wrote {path}")
+    if args.export_onnx:
+        from gpucnn import onnx as gpucnn_onnx
+
+        sample = prepare(test_x[:8])
+        gpucnn_onnx.export(model, args.export_onnx, sample)
+        print(f"wrote {args.export_onnx}: {gpucnn_onnx.verify(args.export_onnx, model, sample)}")
     return 0
 
 

@@ -72,6 +72,10 @@ def write_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
     if objects:
         raise TypeError(f"write_checkpoint: object arrays need pickle and are not stored: {', '.join(objects)}")
     full = {**meta, "format": FORMAT, "version": VERSION, "sha256": _digest(arrays)}
+    if Path(path).suffix == ".safetensors":
+        from .safetensors_io import save_safetensors
+
+        return save_safetensors(path, arrays, full)
     _write_atomically(Path(path), {**arrays, _META: np.array(json.dumps(full))})
 
 
@@ -83,8 +87,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     FileNotFoundError.
     """
     path = Path(path)
-    _check_signature(path)
-    arrays = _read_entries(path)
+    if path.suffix == ".safetensors":
+        from .safetensors_io import load_safetensors
+
+        arrays, safetensors_meta = load_safetensors(path)
+        arrays[_META] = np.array(json.dumps(safetensors_meta))  # then checked exactly as an .npz's meta
+    else:
+        _check_signature(path)
+        arrays = _read_entries(path)
     if _META not in arrays:
         raise CheckpointError(f"{path} is not a gpucnn checkpoint (it has no {_META!r} entry)")
     meta = _parse_meta(path, arrays.pop(_META))
@@ -210,7 +220,7 @@ def _check_digest(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
 
 def _state_arrays(model: Module) -> dict[str, np.ndarray]:
     """The model's state_dict as host arrays, keyed ``param/<name>`` or ``buffer/<name>`` in the file."""
-    params = {name for name, _ in model.named_parameters()}
+    params = model.parameter_keys()
     return {(f"param/{key}" if key in params else f"buffer/{key}"): model.backend.to_numpy(value)
             for key, value in model.state_dict().items()}
 
