@@ -15,22 +15,39 @@ from typing import Any
 
 from .tensor import Tensor, backend_for_arrays
 
-_grad_mode = threading.local()
+_thread_state = threading.local()
 
 
 def is_grad_enabled() -> bool:
     """False inside ``no_grad()``: nothing is recorded or saved for a backward pass."""
-    return getattr(_grad_mode, "enabled", True)
+    return getattr(_thread_state, "enabled", True)
 
 
 @contextlib.contextmanager
 def set_grad_enabled(enabled: bool) -> Iterator[None]:
     previous = is_grad_enabled()
-    _grad_mode.enabled = bool(enabled)
+    _thread_state.enabled = bool(enabled)
     try:
         yield
     finally:
-        _grad_mode.enabled = previous
+        _thread_state.enabled = previous
+
+
+@contextlib.contextmanager
+def tracing(tracer: Any) -> Iterator[None]:
+    """Show ``tracer`` every Function call (``function_called(cls, args, kwargs, result)``) and
+    every Module call (``module_entered(module)`` / ``module_left(module)``) of this thread while
+    the block runs: how gpucnn.onnx reads a model's operations with all their arguments."""
+    previous = current_tracer()
+    _thread_state.tracer = tracer
+    try:
+        yield
+    finally:
+        _thread_state.tracer = previous
+
+
+def current_tracer() -> Any:
+    return getattr(_thread_state, "tracer", None)
 
 
 def no_grad() -> contextlib.AbstractContextManager:
@@ -162,7 +179,11 @@ class Function:
             node = Node(cls, ctx, inputs, tuple((tuple(o.shape), o.dtype) for o in outputs))
             for index, out in enumerate(outputs):
                 out._node, out._index = node, index
-        return outputs if many else outputs[0]
+        result = outputs if many else outputs[0]
+        tracer = getattr(_thread_state, "tracer", None)
+        if tracer is not None:
+            tracer.function_called(cls, args, kwargs, result)
+        return result
 
 
 # ---------------------------------------------------------------------------- the backward pass

@@ -10,17 +10,15 @@ Needs the optional ``onnx`` package (``pip install 'gpucnn[onnx]'``); ``verify``
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .autograd import Function, enable_grad
+from .autograd import enable_grad, tracing
 from .backends.shapes import pool_output_size
 from .functions.avgpool2d import adaptive_matrix
 from .nn.module import Module
@@ -53,48 +51,29 @@ class _Call:
         self.function, self.args, self.outputs, self.layer = function, args, outputs, layer
 
 
-@contextlib.contextmanager
-def _tracing(model: Module) -> Iterator[dict[int, _Call]]:
-    """Record each Function call (and the module it ran in) of this thread while the block runs.
+class _Tracer:
+    """Records each Function call of one forward pass with all its arguments, and the layer it ran
+    in (the autograd node keeps only the inputs that need a gradient)."""
 
-    The wrappers only observe: each calls the original and returns its result unchanged, so the
-    engine behaves as always; the originals are back in place when the block ends.
-    """
-    names = {id(m): name for name, m in model.named_modules()}
-    thread = threading.get_ident()
-    calls: dict[int, _Call] = {}
-    stack: list[str] = []
-    original_apply = Function.__dict__["apply"]
-    original_call = Module.__call__
+    def __init__(self, model: Module) -> None:
+        self.names = {id(m): name for name, m in model.named_modules()}
+        self.calls: dict[int, _Call] = {}
+        self.stack: list[str] = []
 
-    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
-        result = original_apply.__func__(cls, *args, **kwargs)
-        if threading.get_ident() == thread:
-            outputs = result if isinstance(result, tuple) else (result,)
-            node = outputs[0]._node if outputs and isinstance(outputs[0], Tensor) else None
-            if node is not None:
-                bound = inspect.signature(cls.forward).bind(None, *args, **kwargs)
-                bound.apply_defaults()
-                arguments = dict(list(bound.arguments.items())[1:])
-                calls[id(node)] = _Call(cls, arguments, outputs, stack[-1] if stack else "")
-        return result
+    def module_entered(self, module: Module) -> None:
+        self.stack.append(self.names.get(id(module), self.stack[-1] if self.stack else ""))
 
-    def call(self: Module, *args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() != thread:
-            return original_call(self, *args, **kwargs)
-        stack.append(names.get(id(self), stack[-1] if stack else ""))
-        try:
-            return original_call(self, *args, **kwargs)
-        finally:
-            stack.pop()
+    def module_left(self, module: Module) -> None:
+        self.stack.pop()
 
-    Function.apply = classmethod(apply)  # type: ignore[method-assign, assignment]
-    Module.__call__ = call  # type: ignore[method-assign]
-    try:
-        yield calls
-    finally:
-        Function.apply = original_apply  # type: ignore[method-assign]
-        Module.__call__ = original_call  # type: ignore[method-assign]
+    def function_called(self, cls: type, args: tuple, kwargs: dict[str, Any], result: Any) -> None:
+        outputs = result if isinstance(result, tuple) else (result,)
+        node = outputs[0]._node if outputs and isinstance(outputs[0], Tensor) else None
+        if node is not None:
+            bound = inspect.signature(cls.forward).bind(None, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(list(bound.arguments.items())[1:])
+            self.calls[id(node)] = _Call(cls, arguments, outputs, self.stack[-1] if self.stack else "")
 
 
 # ---------------------------------------------------------------------------- the graph being built
@@ -471,8 +450,10 @@ def export(model: Module, path: str | os.PathLike | None, example_input: Any, op
     x = _trace_input(model, example_input, dynamic_batch)
     model.eval()
     try:
-        with enable_grad(), _tracing(model) as calls:
+        tracer = _Tracer(model)
+        with enable_grad(), tracing(tracer):
             result = model(x)
+        calls = tracer.calls
     finally:
         model.train(was_training)
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]

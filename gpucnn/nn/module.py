@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..autograd import no_grad
+from ..autograd import current_tracer, no_grad
 from ..backend import get_backend
 from ..backends.base import FLOAT_DTYPES, Backend
 from ..functions.checks import check_float_input, check_same_dtype
@@ -229,7 +229,15 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             args = (self._as_input(args[0]),) + tuple(_wrap(a, self.backend) for a in args[1:])
-        out = self.forward(*args, **kwargs)
+        tracer = current_tracer()
+        if tracer is None:
+            out = self.forward(*args, **kwargs)
+        else:
+            tracer.module_entered(self)
+            try:
+                out = self.forward(*args, **kwargs)
+            finally:
+                tracer.module_left(self)
         if _summary_rows is not None:
             _summary_rows.append((self, out))
         return out
