@@ -128,14 +128,13 @@ class Conv2d(Module):
     # x: (N, C, H, W) -> y: (N, K, OH, OW); relu=True applies max(y, 0) in the same op (Sequential
     # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
     def forward(self, x: Any, relu: bool = False) -> Any:
-        self._check_input(x, 4, self.in_channels)
+        # conv2d checks rank, channels, dtype and size itself, naming this layer
         return conv2d(x, self.dense_weight(), self.bias, self.spec, self._layer_name(), relu)
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW)
     def forward_relu_maxpool(self, x: Any, pool: Any) -> Any:
         """This layer, a ReLU and ``pool`` (a MaxPool2d) as one op; Sequential runs the three this
         way. Output and gradients are bit for bit those of the three layers run one by one."""
-        self._check_input(x, 4, self.in_channels)
         return conv2d_relu_max_pool2d(x, self.dense_weight(), self.bias, self.spec, pool.spec, self._layer_name())
 
 
