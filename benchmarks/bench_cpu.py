@@ -1,20 +1,28 @@
-"""gpucnn's NumPy backend against PyTorch on the CPU: LeNet-5 training steps and inference.
+"""gpucnn's NumPy backend against PyTorch on the CPU: three models, training steps and inference.
 
-Model (both frameworks): conv 1->6 5x5 pad 2, ReLU, maxpool 2, conv 6->16 5x5, ReLU, maxpool 2,
-linear 400-120-84-10; SGD with momentum; float32. Measured: one forward + backward + update at
-batch 64, 128 and 256, and inference (forward only) at batch 1024.
+Models (the same in both frameworks, float32):
+- ``lenet5``: conv 1->6 5x5 pad 2, ReLU, maxpool 2, conv 6->16 5x5, ReLU, maxpool 2, 400-120-84-10;
+  SGD with momentum; 28x28 inputs.
+- ``mnist-net``: PyTorch's examples/mnist network, Conv2d(1,32,3) ReLU Conv2d(32,64,3) ReLU
+  MaxPool2d(2) Dropout Flatten Linear(9216,128) ReLU Dropout Linear(128,10); Adam; 28x28.
+- ``resnet8``: gpucnn.ResNet(depth=8, width=16) on 32x32x3 (3 stages of basic blocks at 16/32/64
+  channels, BatchNorm, global average pooling); SGD with momentum.
+Cases: one forward + backward + update at batch 64, 128 and 256, and inference (forward only, no
+graph) at batch 1024 (256 for the ResNet).
 
-Each framework runs in its own processes (``--processes`` of each, alternating); each process
-reports the median of its timed steps, and the table shows the median of those medians and the
-ratio gpucnn / PyTorch, and the range of the ratios of each round's two processes (run back to
-back, so they share the machine's state). glibc's allocator settings (which move PyTorch between
-two speeds) and the thread count are fixed for both and written into the report.
+Each (framework, model, case) runs in its own process, ``--processes`` rounds of them alternating,
+so each process's peak resident memory belongs to one case. A process reports the median of its
+timed steps; the table shows the median of those medians, the ratio gpucnn / PyTorch, the range of
+the ratios of each round's two processes (run back to back, so they share the machine's state),
+and each framework's peak resident memory (MiB, median over rounds). glibc's allocator settings
+(which move PyTorch between two speeds) and the thread count are fixed for both.
 
-    python benchmarks/bench_cpu.py [--processes 5] [--steps 40] [--threads 2] [--out FILE.md]
-    python benchmarks/bench_cpu.py --baseline ../old-checkout   # also time that checkout's gpucnn, interleaved
+    python benchmarks/bench_cpu.py [--models lenet5,mnist-net,resnet8] [--processes 3] [--out FILE.md]
+    python benchmarks/bench_cpu.py --models lenet5 --baseline ../old-checkout
 
-``--baseline DIR`` runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker (its code, its API) as a
-third framework in every round, so a change is compared with the code before it in one run.
+``--baseline DIR`` also runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker for LeNet-5 (its code,
+its API: the worker of commits before this file took no --model) in every round, so a change is
+compared with the code before it in one run.
 
 PyTorch is needed only here: pip install torch==2.13.0 (the CPU build).
 """
@@ -26,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,7 +44,16 @@ from pathlib import Path
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
               "MALLOC_TOP_PAD_": "268435456"}
 TRAIN_BATCHES = (64, 128, 256)
-INFER_BATCH = 1024
+#: input shape, inference batch, timed training steps (at --steps 40), optimizer
+MODELS = {
+    "lenet5": ((1, 28, 28), 1024, 40, "sgd"),
+    "mnist-net": ((1, 28, 28), 1024, 12, "adam"),
+    "resnet8": ((3, 32, 32), 256, 8, "sgd"),
+}
+
+
+def cases(model: str) -> list[str]:
+    return [f"train b{b}" for b in TRAIN_BATCHES] + [f"infer b{MODELS[model][1]}"]
 
 
 def _timed(step, steps: int, warmup: int) -> float:
@@ -49,138 +67,248 @@ def _timed(step, steps: int, warmup: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def worker_gpucnn(steps: int, warmup: int) -> dict[str, float]:
+def _steps(model: str, steps: int, case: str) -> int:
+    scaled = max(3, steps * MODELS[model][2] // 40)
+    return scaled if case.startswith("train") else max(3, scaled // 4)
+
+
+def _batch(case: str) -> int:
+    return int(case.split("b")[-1])
+
+
+# ---------------------------------------------------------------------------- gpucnn
+def gpucnn_model(name: str):
+    import gpucnn
+
+    if name == "lenet5":
+        return gpucnn.LeNet5(rng=__import__("numpy").random.default_rng(0))
+    if name == "mnist-net":
+        return gpucnn.Sequential(gpucnn.Conv2d(1, 32, 3), gpucnn.ReLU(), gpucnn.Conv2d(32, 64, 3), gpucnn.ReLU(),
+                                 gpucnn.MaxPool2d(2), gpucnn.Dropout(0.25), gpucnn.Flatten(),
+                                 gpucnn.Linear(9216, 128), gpucnn.ReLU(), gpucnn.Dropout(0.5), gpucnn.Linear(128, 10))
+    return gpucnn.ResNet(depth=8, width=16, in_channels=3)
+
+
+def worker_gpucnn(model_name: str, case: str, steps: int) -> float:
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import gpucnn
 
     gpucnn.set_backend("numpy")
+    gpucnn.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = gpucnn.LeNet5(rng=rng)
-    opt = gpucnn.optim.SGD(model, lr=0.01, momentum=0.9)
+    model = gpucnn_model(model_name)
+    shape, batch = MODELS[model_name][0], _batch(case)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    if case.startswith("infer"):
+        model.eval()
+
+        def infer():
+            with gpucnn.no_grad():
+                model(x)
+
+        return _timed(infer, _steps(model_name, steps, case), 2)
+    params = model.parameters()
+    opt = gpucnn.optim.Adam(params, lr=1e-3) if MODELS[model_name][3] == "adam" else \
+        gpucnn.optim.SGD(params, lr=0.01, momentum=0.9)
     loss_fn = gpucnn.CrossEntropyLoss()
-    results = {}
-    for batch in TRAIN_BATCHES:
-        x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
-        y = rng.integers(0, 10, batch)
+    y = rng.integers(0, 10, batch)
 
-        def step(x=x, y=y):
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()  # like PyTorch: no gradient for the images
-            opt.step()
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()  # like PyTorch: no gradient for the images
+        opt.step()
 
-        results[f"train b{batch}"] = _timed(step, steps, warmup)
-    x = rng.standard_normal((INFER_BATCH, 1, 28, 28)).astype(np.float32)
-    model.eval()
-
-    def infer():
-        with gpucnn.no_grad():
-            model(x)
-
-    results[f"infer b{INFER_BATCH}"] = _timed(infer, max(5, steps // 4), 2)
-    return results
+    return _timed(step, _steps(model_name, steps, case), 3)
 
 
-def worker_torch(steps: int, warmup: int, threads: int) -> dict[str, float]:
-    import torch
+# ---------------------------------------------------------------------------- PyTorch
+def torch_model(name: str):
     from torch import nn
+
+    if name == "lenet5":
+        return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
+                             nn.ReLU(), nn.Linear(84, 10))
+    if name == "mnist-net":
+        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(128, 10))
+    return TorchResNet8()
+
+
+def _torch_resnet_classes():
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    class ResNet8(nn.Module):
+        """gpucnn.ResNet(depth=8, width=16, in_channels=3) in PyTorch."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            self.layer1, self.layer2, self.layer3 = Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            out = self.layer3(self.layer2(self.layer1(F.relu(self.bn1(self.conv1(x))))))
+            return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    return ResNet8
+
+
+def TorchResNet8():  # noqa: N802 (a class made on demand, so importing this file needs no torch)
+    return _torch_resnet_classes()()
+
+
+def worker_torch(model_name: str, case: str, steps: int, threads: int) -> float:
+    import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                          nn.Linear(84, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    results = {}
-    for batch in TRAIN_BATCHES:
-        x = torch.randn(batch, 1, 28, 28)
-        y = torch.randint(0, 10, (batch,))
+    model = torch_model(model_name)
+    shape, batch = MODELS[model_name][0], _batch(case)
+    x = torch.randn(batch, *shape)
+    if case.startswith("infer"):
+        model.eval()
+        with torch.no_grad():
+            return _timed(lambda: model(x), _steps(model_name, steps, case), 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if MODELS[model_name][3] == "adam" else \
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    y = torch.randint(0, 10, (batch,))
 
-        def step(x=x, y=y):
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
 
-        results[f"train b{batch}"] = _timed(step, steps, warmup)
-    x = torch.randn(INFER_BATCH, 1, 28, 28)
-    model.eval()
-    with torch.no_grad():
-        results[f"infer b{INFER_BATCH}"] = _timed(lambda: model(x), max(5, steps // 4), 2)
-    return results
+    return _timed(step, _steps(model_name, steps, case), 3)
 
 
-def run_worker(framework: str, args: argparse.Namespace) -> dict[str, float]:
+# ---------------------------------------------------------------------------- the driver
+def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
     if not args.no_malloc_env:
         env.update(MALLOC_ENV)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
-    script, worker = __file__, framework
-    if framework == "baseline":
-        script, worker = str(Path(args.baseline) / "benchmarks" / "bench_cpu.py"), "gpucnn"
-    command = [sys.executable, script, "--worker", worker, "--steps", str(args.steps), "--threads",
-               str(args.threads)]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return env
+
+
+def run_worker(framework: str, model: str, case: str, args: argparse.Namespace) -> tuple[float, float]:
+    """(median ms, peak resident MiB) of one case in a fresh process."""
+    command = [sys.executable, __file__, "--worker", framework, "--model", model, "--case", case, "--steps",
+               str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(command, capture_output=True, text=True, env=_environment(args), check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["ms"], result["peak_mib"]
+
+
+def run_baseline(args: argparse.Namespace) -> dict[str, float]:
+    """The baseline checkout's LeNet-5 cases, from its own worker (the pre-model-axis command line)."""
+    script = str(Path(args.baseline) / "benchmarks" / "bench_cpu.py")
+    command = [sys.executable, script, "--worker", "gpucnn", "--steps", str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(command, capture_output=True, text=True, env=_environment(args), check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--processes", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps for LeNet-5 (others scaled)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-malloc-env", action="store_true", help="leave glibc's allocator at its defaults")
     parser.add_argument("--out", default=None, help="also write the table as markdown here")
-    parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time in the same rounds")
+    parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time (LeNet-5) in the same rounds")
     parser.add_argument("--worker", choices=["gpucnn", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=list(MODELS), default="lenet5", help=argparse.SUPPRESS)
+    parser.add_argument("--case", default="train b128", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.worker == "gpucnn":
-        print(json.dumps(worker_gpucnn(args.steps, 5)))
-        return 0
-    if args.worker == "torch":
-        print(json.dumps(worker_torch(args.steps, 5, args.threads)))
+    if args.worker:
+        ms = worker_gpucnn(args.model, args.case, args.steps) if args.worker == "gpucnn" else \
+            worker_torch(args.model, args.case, args.steps, args.threads)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(json.dumps({"ms": ms, "peak_mib": peak}))
         return 0
 
-    frameworks = ("gpucnn", "torch") + (("baseline",) if args.baseline else ())
-    per_process: dict[str, dict[str, list[float]]] = {framework: {} for framework in frameworks}
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    times: dict[tuple[str, str, str], list[float]] = {}
+    peaks: dict[tuple[str, str, str], list[float]] = {}
     for i in range(args.processes):
-        for framework in frameworks:
-            for case, ms in run_worker(framework, args).items():
-                per_process[framework].setdefault(case, []).append(ms)
+        for model in models:
+            for case in cases(model):
+                for framework in ("gpucnn", "torch"):
+                    ms, peak = run_worker(framework, model, case, args)
+                    times.setdefault((framework, model, case), []).append(ms)
+                    peaks.setdefault((framework, model, case), []).append(peak)
+        if args.baseline:
+            for case, ms in run_baseline(args).items():
+                times.setdefault(("baseline", "lenet5", case), []).append(ms)
         print(f"process round {i + 1}/{args.processes} done", file=sys.stderr)
+    table = _table(args, models, times, peaks)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(f"# CPU benchmark: gpucnn numpy backend vs PyTorch\n\n{table}\n")
+    return 0
 
+
+def _ratio_cells(ours: list[float], theirs: list[float]) -> str:
+    # each round ran the two processes back to back: the spread of their ratios shows how far this
+    # machine's drifts move the comparison
+    rounds = [a / b for a, b in zip(ours, theirs)]
+    return (f"{statistics.median(ours) / statistics.median(theirs):.2f}x | "
+            f"{min(rounds):.2f}-{max(rounds):.2f}x")
+
+
+def _table(args: argparse.Namespace, models: list[str], times: dict, peaks: dict) -> str:
     import numpy
     import torch
 
     malloc = "defaults" if args.no_malloc_env else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
-    header = (f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"{args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, glibc malloc: {malloc}; "
-              f"median of {args.processes} per-process medians of {args.steps} steps")
-    if args.baseline:
-        header += f"; baseline: {args.baseline}"
-    lines = [header, "", "| case | gpucnn numpy ms | PyTorch CPU ms | gpucnn / PyTorch | per-round ratios |"
-             + (" baseline ms | gpucnn / baseline | per-round ratios |" if args.baseline else ""),
-             "|---|---|---|---|---|" + ("---|---|---|" if args.baseline else "")]
-    for case in per_process["gpucnn"]:
-        ours = statistics.median(per_process["gpucnn"][case])
-        theirs = statistics.median(per_process["torch"][case])
-        # each round ran one process of each back to back: the spread of their ratios shows how
-        # far this machine's drifts move the comparison
-        rounds = [a / b for a, b in zip(per_process["gpucnn"][case], per_process["torch"][case])]
-        row = f"| {case} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x | {min(rounds):.2f}-{max(rounds):.2f}x |"
-        if args.baseline:
-            before = statistics.median(per_process["baseline"][case])
-            rounds = [a / b for a, b in zip(per_process["gpucnn"][case], per_process["baseline"][case])]
-            row += f" {before:.2f} | {ours / before:.2f}x | {min(rounds):.2f}-{max(rounds):.2f}x |"
-        lines.append(row)
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(f"# CPU benchmark: LeNet-5, gpucnn numpy backend vs PyTorch\n\n{table}\n")
-    return 0
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    header = (f"{datetime.date.today()}, commit {commit or '?'}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, {args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, "
+              f"glibc malloc: {malloc}; median of {args.processes} per-process medians")
+    baseline = bool(args.baseline)
+    lines = [header + (f"; baseline: {args.baseline}" if baseline else ""), "",
+             "| model | case | gpucnn ms | PyTorch ms | gpucnn / PyTorch | per-round ratios | gpucnn peak MiB "
+             "| PyTorch peak MiB |" + (" baseline ms | gpucnn / baseline | per-round ratios |" if baseline else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if baseline else "")]
+    for model in models:
+        for case in cases(model):
+            ours, theirs = times[("gpucnn", model, case)], times[("torch", model, case)]
+            row = (f"| {model} | {case} | {statistics.median(ours):.2f} | {statistics.median(theirs):.2f} | "
+                   f"{_ratio_cells(ours, theirs)} | {statistics.median(peaks[('gpucnn', model, case)]):.0f} | "
+                   f"{statistics.median(peaks[('torch', model, case)]):.0f} |")
+            before = times.get(("baseline", model, case))
+            if baseline and before:
+                row += f" {statistics.median(before):.2f} | {_ratio_cells(ours, before)} |"
+            lines.append(row)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
