@@ -238,9 +238,11 @@ def _batchnorm(g: _Graph, a: dict[str, Any]) -> str:
 def _linear(g: _Graph, a: dict[str, Any]) -> str:
     x, w, b = a["x"], a["w"], a["b"]
     if x.ndim == 2:
-        return g.op("Gemm", [g.value(x), g.value(w)] + ([g.value(b)] if b is not None else []), transB=1)
-    y = g.op("MatMul", [g.value(x), g.op("Transpose", [g.value(w)], perm=[1, 0])])
-    return g.op("Add", [y, g.value(b)]) if b is not None else y
+        y = g.op("Gemm", [g.value(x), g.value(w)] + ([g.value(b)] if b is not None else []), transB=1)
+    else:
+        y = g.op("MatMul", [g.value(x), g.op("Transpose", [g.value(w)], perm=[1, 0])])
+        y = g.op("Add", [y, g.value(b)]) if b is not None else y
+    return g.op("Relu", [y]) if a.get("relu") else y  # Sequential's Linear -> ReLU runs as one call
 
 
 def _binary(op_type: str) -> Callable[[_Graph, dict[str, Any]], str]:

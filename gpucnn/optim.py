@@ -1,7 +1,8 @@
 """Optimizers (SGD with momentum/Nesterov/weight decay, Adam, AdamW) and learning-rate schedules.
 
-The arithmetic is each backend's fused update op; the state arrays live on the parameters
-(``param.state``) so that ``model.to(backend)`` moves them too.
+The arithmetic is each backend's fused update op, over all parameters at once (``sgd_update_many``,
+one kernel launch on the CUDA backends) or over one parameter; the state arrays live on the
+parameters (``param.state``) so that ``model.to(backend)`` moves them too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class Optimizer:
             if not isinstance(p, Parameter):
                 raise TypeError(f"{type(self).__name__}: expected Parameters (model.parameters()), got "
                                 f"{type(p).__name__}")
+        if len({id(p) for p in self.params}) != len(self.params):
+            # one launch updates every parameter at once: a parameter listed twice would race with itself
+            raise ValueError(f"{type(self).__name__}: a parameter is listed more than once")
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got no parameters to optimise")
         if not lr > 0:
@@ -38,11 +42,18 @@ class Optimizer:
 
     def step(self) -> None:
         self.step_count += 1
+        # one update call per (backend, dtype): a model whose parameters all live on one backend in
+        # one dtype is updated by one op
+        groups: dict[tuple[int, Any], tuple[Any, list[Parameter]]] = {}
         for p in self.params:
             if p.grad is not None:
-                self._update(p)
+                backend = _param_backend(p)
+                groups.setdefault((id(backend), p.data.dtype), (backend, []))[1].append(p)
+        for backend, params in groups.values():
+            self._update(backend, params)
 
-    def _update(self, p: Parameter) -> None:
+    def _update(self, backend: Any, params: list[Parameter]) -> None:
+        """Update ``params`` (all with gradients, on ``backend``, of one dtype)."""
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -68,14 +79,19 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
 
-    def _update(self, p: Parameter) -> None:
-        backend = _param_backend(p)
-        velocity = None
+    def _update(self, backend: Any, params: list[Parameter]) -> None:
+        velocities = None
         if self.momentum:
-            if "velocity" not in p.state:
-                p.state["velocity"] = backend.xp.zeros_like(p.data)
-            velocity = p.state["velocity"]
-        backend.sgd_update(p.data, p.grad.data, velocity, self.lr, self.momentum, self.weight_decay, self.nesterov)
+            for p in params:
+                if "velocity" not in p.state:
+                    p.state["velocity"] = backend.xp.zeros_like(p.data)
+            velocities = [p.state["velocity"] for p in params]
+        hyper = (self.lr, self.momentum, self.weight_decay, self.nesterov)
+        if len(params) == 1:  # no table of pointers to build
+            backend.sgd_update(params[0].data, params[0].grad.data, None if velocities is None else velocities[0],
+                                *hyper)
+        else:
+            backend.sgd_update_many([p.data for p in params], [p.grad.data for p in params], velocities, *hyper)
 
 
 class Adam(Optimizer):
@@ -90,13 +106,18 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps, self.weight_decay = float(eps), float(weight_decay)
 
-    def _update(self, p: Parameter) -> None:
-        backend = _param_backend(p)
-        if "m" not in p.state:
-            p.state["m"] = backend.xp.zeros_like(p.data)
-            p.state["v"] = backend.xp.zeros_like(p.data)
-        backend.adam_update(p.data, p.grad.data, p.state["m"], p.state["v"], self.step_count, self.lr, self.beta1,
-                            self.beta2, self.eps, self.weight_decay, self.decoupled)
+    def _update(self, backend: Any, params: list[Parameter]) -> None:
+        for p in params:
+            if "m" not in p.state:
+                p.state["m"] = backend.xp.zeros_like(p.data)
+                p.state["v"] = backend.xp.zeros_like(p.data)
+        hyper = (self.step_count, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
+        if len(params) == 1:  # no table of pointers to build
+            p = params[0]
+            backend.adam_update(p.data, p.grad.data, p.state["m"], p.state["v"], *hyper)
+        else:
+            backend.adam_update_many([p.data for p in params], [p.grad.data for p in params],
+                                     [p.state["m"] for p in params], [p.state["v"] for p in params], *hyper)
 
 
 class AdamW(Adam):

@@ -4,7 +4,9 @@
 // input's H*W plane, as PyTorch's return_indices. The first maximum wins ties; the first NaN
 // wins over everything (NaN propagates); padding is never a candidate.
 // Backward threads: one input element each, summing dy over the windows that contain it and
-// chose it, in a fixed order: bit-reproducible.
+// chose it, in a fixed order: bit-reproducible. With relu_masked, max pooling followed a ReLU and y
+// is the pooled output: each window's dy is first multiplied by (y > 0), as relu_backward does, so
+// ReLU -> MaxPool2d's backward is one launch.
 // Reference: NumpyBackend.maxpool2d_forward / maxpool2d_backward.
 #include "common.cuh"
 
@@ -37,18 +39,19 @@ extern "C" __global__ void maxpool2d_forward(const real* __restrict__ x, real* _
     }
 }
 
-// dy, argmax: (planes, OH, OW) -> dx: (planes, H, W)
+// dy, argmax, y: (planes, OH, OW) -> dx: (planes, H, W); y is read only when relu_masked
 extern "C" __global__ void maxpool2d_backward(const real* __restrict__ dy, const int* __restrict__ argmax,
-                                              real* __restrict__ dx, index_t planes, index_t height, index_t width,
-                                              index_t out_h, index_t out_w, int kh, int kw, int sh, int sw, int ph,
-                                              int pw) {
+                                              const real* __restrict__ y, real* __restrict__ dx, index_t planes,
+                                              index_t height, index_t width, index_t out_h, index_t out_w, int kh,
+                                              int kw, int sh, int sw, int ph, int pw, int relu_masked) {
     GRID_STRIDE_LOOP(i, planes * height * width) {
         const index_t w = i % width, h = (i / width) % height, plane = i / (width * height);
         const index_t offset = plane * out_h * out_w;
         const int target = (int)(h * width + w);
         real total = 0;
         for_each_window_containing(h, w, kh, kw, sh, sw, ph, pw, out_h, out_w, [&](index_t oh, index_t ow) {
-            if (argmax[offset + oh * out_w + ow] == target) total += dy[offset + oh * out_w + ow];
+            const index_t o = offset + oh * out_w + ow;
+            if (argmax[o] == target) total += relu_masked ? dy[o] * (real)(y[o] > (real)0) : dy[o];
         });
         dx[i] = total;
     }

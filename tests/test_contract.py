@@ -21,7 +21,8 @@ COMPOSED = {
     "conv2d_backward": ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_reduce_partials",
                         "conv2d_backward_bias"],
     "conv2d_relu_maxpool2d_forward": ["conv2d_forward", "maxpool2d_forward"],
-    "conv2d_relu_maxpool2d_backward": ["relu_backward", "maxpool2d_backward", "conv2d_backward_input"],
+    "conv2d_relu_maxpool2d_backward": ["maxpool2d_backward", "conv2d_backward_input"],
+    "linear_backward": ["linear_backward_weight", "linear_backward_input"],
 }
 #: host/device movement: no kernel, no Function
 MOVERS = {"asarray", "to_numpy"}

@@ -173,6 +173,11 @@ def test_every_kernel_is_emulated(sim, rng):
     sim.sgd_update(p, p.copy(), None, 0.1, 0, 0, False)
     sim.sgd_update(p, p.copy(), np.zeros(5, np.float32), 0.1, 0.9, 0, False)
     sim.adam_update(p, p.copy(), np.zeros(5, np.float32), np.zeros(5, np.float32), 1, 0.1, 0.9, 0.99, 1e-8, 0, False)
+    sim.sgd_update_many([p], [p.copy()], None, 0.1, 0, 0, False)
+    sim.adam_update_many([p], [p.copy()], [np.zeros(5, np.float32)], [np.zeros(5, np.float32)], 1, 0.1, 0.9, 0.99,
+                         1e-8, 0, False)
+    rows, weight = x.reshape(24, 6), w.reshape(6, 6)
+    sim.linear_backward(sim.linear_forward(rows, weight, None), rows, weight)
     every = {name for module in kernel_modules() for name in kernel_names(kernel_source(module))}
     assert every - set(device.launch_counts) == set(), "kernels never run on cuda-sim"
     assert not_emulated == []

@@ -95,13 +95,12 @@ def composed_conv2d_relu_maxpool2d_backward(backend: Backend, dy: Any, saved: An
                                             padding: Any, dilation: Any, groups: int, kernel: Any,
                                             pool_stride: Any, pool_padding: Any,
                                             need_input_grad: bool = True) -> tuple[Any, Any, Any]:
-    """The backward of the composed forward: the ReLU mask on the pooled gradient (each window
-    routes to its argmax, where the ReLU's output is the pooled output), then the pooling's and
+    """The backward of the composed forward: the pooling's backward with the ReLU mask on the pooled
+    gradient (each window routes to its argmax, where the ReLU's output is the pooled output), then
     the convolution's backward."""
     if not isinstance(saved, ConvPoolState) or saved.kind != "composed":
         raise ValueError("conv2d_relu_maxpool2d_backward: needs the state of a forward run with "
                          "keep_for_backward=True on this backend")
     y, argmax, conv_shape = saved.use()
-    dconv = backend.maxpool2d_backward(backend.relu_backward(dy, y), argmax, conv_shape, kernel, pool_stride,
-                                       pool_padding)
+    dconv = backend.maxpool2d_backward(dy, argmax, conv_shape, kernel, pool_stride, pool_padding, relu_output=y)
     return backend.conv2d_backward(dconv, x, w, stride, padding, dilation, groups, need_input_grad=need_input_grad)

@@ -43,7 +43,11 @@ OPS: dict[str, str] = {
         "(x, kernel, stride, padding, ceil_mode) -> (y, argmax); "
         "x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW) index into the H*W plane"
     ),
-    "maxpool2d_backward": "(dy, argmax, x_shape, kernel, stride, padding) -> dx: (N, C, H, W)",
+    "maxpool2d_backward": (
+        "(dy, argmax, x_shape, kernel, stride, padding, relu_output=None) -> dx: (N, C, H, W); relu_output: "
+        "the pooled output y when the pooling's input was a ReLU's output: dy is masked by y > 0 first, bit for "
+        "bit relu_backward(dy, y), so ReLU -> MaxPool2d's backward is one op"
+    ),
     "avgpool2d_forward": (
         "(x, kernel, stride, padding, ceil_mode, count_include_pad) -> y; "
         "x: (N, C, H, W) -> y: (N, C, OH, OW)"
@@ -73,6 +77,16 @@ OPS: dict[str, str] = {
         "(seed, flat index), identical on every backend"
     ),
     "dropout_backward": "(dy, mask, p) -> dx",
+    # fully connected
+    "linear_forward": (
+        "(x, w, b|None, relu=False) -> y; x: (M, K), w: (N, K), b: (N,) -> y: (M, N) = x @ w.T + b; "
+        "relu=True fuses max(y, 0) into the epilogue"
+    ),
+    "linear_backward": (
+        "(dy, x, w, need_input_grad=True, relu_output=None) -> (dx|None, dw, db); dy: (M, N) -> dx: (M, K) = "
+        "dy @ w, dw: (N, K) = dy.T @ x, db: (N,) = dy summed over rows; relu_output: the forward's output when "
+        "it ran with relu=True: dy is masked by y > 0 first, bit for bit relu_backward(dy, y)"
+    ),
     # loss
     "softmax_cross_entropy": (
         "(logits, labels) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
@@ -82,6 +96,14 @@ OPS: dict[str, str] = {
     "sgd_update": "(param, grad, velocity|None, lr, momentum, weight_decay, nesterov) -> None",
     "adam_update": (
         "(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None"
+    ),
+    "sgd_update_many": (
+        "(params, grads, velocities|None, lr, momentum, weight_decay, nesterov) -> None; equally long lists, "
+        "bit for bit sgd_update on each (param, grad, velocity); a backend may update them all at once"
+    ),
+    "adam_update_many": (
+        "(params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None; bit for bit "
+        "adam_update on each (param, grad, m, v); a backend may update them all at once"
     ),
     # host/device movement
     "asarray": "(array_like, dtype=None) -> array on this backend",

@@ -28,6 +28,9 @@ BLOCK = 256                 # threads per block for elementwise and pooling kern
 GEMM_TILE = 64              # conv2d.cu's TILE_M / TILE_N
 GEMM_THREADS = 256
 WEIGHT_GRAD_MIN_PIXELS = 128  # fewest pixels one split of the weight-gradient reduction takes
+LINEAR_TILE = 64            # linear.cu's LINEAR_TILE (rows and columns of an output tile)
+MANY_CHUNK = 1024           # optimizers.cu's MANY_CHUNK: elements per block of the *_many updates
+MANY_TABLES = 16            # pointer tables kept on the device for the *_many updates (oldest dropped first)
 INDEX32_LIMIT = 2 ** 31
 
 
@@ -60,6 +63,10 @@ class CudaBackend(Backend):
         self.force_index64 = False
         self.xp = device.xp
         self.array_type = device.array_type
+        #: kernel launches made through this backend (tests count them per training step)
+        self.launch_count = 0
+        # (pointers and sizes) -> the *_many updates' table on the device; see _many_table
+        self._many_tables: dict[tuple, Any] = {}
 
     # ------------------------------------------------------------------ movement
     def asarray(self, a: Any, dtype: Any = None) -> Any:
@@ -104,6 +111,7 @@ class CudaBackend(Backend):
                 packed.append(real_t(arg.value))
             else:
                 packed.append(arg)
+        self.launch_count += 1
         self.device.launch(module, kernel, tuple(grid), tuple(block), packed, np.dtype(real), index64)
 
     def _elementwise_grid(self, n: int) -> tuple[int]:
@@ -201,13 +209,14 @@ class CudaBackend(Backend):
                       np.int32(padding[0]), np.int32(padding[1])], x.dtype, (x,))
         return y, argmax
 
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding):
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding, relu_output=None):
         dy = self._input(dy, "maxpool2d_backward dy")
         argmax = self._input(argmax, "maxpool2d_backward argmax", np.int32)
+        y = dy if relu_output is None else self._input(relu_output, "maxpool2d_backward relu_output", dy.dtype)
         dx = self.device.empty(tuple(x_shape), dy.dtype)
         self._launch("maxpool2d", "maxpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
-                     [dy, argmax, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride),
-                      np.int32(padding[0]), np.int32(padding[1])], dy.dtype, (dx,))
+                     [dy, argmax, y, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride),
+                      np.int32(padding[0]), np.int32(padding[1]), np.int32(relu_output is not None)], dy.dtype, (dx,))
         return dx
 
     # Conv2d -> ReLU -> MaxPool2d: the conv kernel's ReLU epilogue, then the pooling kernel. No fused
@@ -302,6 +311,49 @@ class CudaBackend(Backend):
                          [dy, mask, dx, _Real(dropout_scale(p)), _Index(dy.size)], dy.dtype, (dy,))
         return dx
 
+    # ------------------------------------------------------------------ fully connected
+    # x: (M, K), w: (N, K), b: (N,) -> y: (M, N); leading axes of x are flattened into M
+    def linear_forward(self, x, w, b, relu=False):
+        x = self._input(x, "linear_forward x")
+        w = self._input(w, "linear_forward w", x.dtype)
+        bias = w if b is None else self._input(b, "linear_forward b", x.dtype)
+        out_features, in_features = w.shape
+        rows = x.size // in_features
+        y = self.device.empty(x.shape[:-1] + (out_features,), x.dtype)
+        if y.size:
+            grid = (_blocks(out_features, LINEAR_TILE), _blocks(rows, LINEAR_TILE))
+            self._launch("linear", "linear_forward", grid, (GEMM_THREADS,),
+                         [x, w, bias, y, _Index(rows), _Index(in_features), _Index(out_features),
+                          np.int32(b is not None), np.int32(bool(relu))], x.dtype, (x, w, y))
+        return y
+
+    # dy: (M, N) -> dx: (M, K), dw: (N, K), db: (N,)
+    def linear_backward(self, dy, x, w, need_input_grad=True, relu_output=None):
+        x = self._input(x, "linear_backward x")
+        dy = self._input(dy, "linear_backward dy", x.dtype)
+        w = self._input(w, "linear_backward w", x.dtype)
+        y = dy if relu_output is None else self._input(relu_output, "linear_backward relu_output", x.dtype)
+        masked = np.int32(relu_output is not None)
+        out_features, in_features = w.shape
+        rows = x.size // in_features
+        arrays = (x, dy, w)
+        dw = self.device.empty(w.shape, x.dtype)
+        db = self.device.empty((out_features,), x.dtype)
+        # column in_features of the weight-gradient product is the bias gradient
+        grid = (_blocks(in_features + 1, LINEAR_TILE), _blocks(out_features, LINEAR_TILE))
+        self._launch("linear", "linear_backward_weight", grid, (GEMM_THREADS,),
+                     [dy, y, x, dw, db, _Index(rows), _Index(in_features), _Index(out_features), masked], x.dtype,
+                     arrays)
+        if not need_input_grad:
+            return None, dw, db
+        dx = self.device.empty(x.shape, x.dtype)
+        if dx.size:
+            grid = (_blocks(in_features, LINEAR_TILE), _blocks(rows, LINEAR_TILE))
+            self._launch("linear", "linear_backward_input", grid, (GEMM_THREADS,),
+                         [dy, y, w, dx, _Index(rows), _Index(in_features), _Index(out_features), masked], x.dtype,
+                         arrays)
+        return dx, dw, db
+
     # ------------------------------------------------------------------ loss
     # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
     def softmax_cross_entropy(self, logits, labels):
@@ -341,6 +393,74 @@ class CudaBackend(Backend):
                      [param, grad, m, v, _Real(lr), _Real(beta1), _Real(beta2), _Real(eps), _Real(weight_decay),
                       np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt), _Index(param.size)],
                      param.dtype, (param,))
+
+    # every tensor in one launch: the same arithmetic as the per-tensor kernels, element for element
+    def sgd_update_many(self, params, grads, velocities, lr, momentum, weight_decay, nesterov):
+        rows = [params, grads] + ([] if velocities is None else [velocities])
+        many = self._many_table("sgd_update_many", rows)
+        if many is not None:
+            table, blocks, checked = many
+            self._launch("optimizers", "sgd_update_many", (blocks,), (BLOCK,),
+                         [table, np.int32(len(params)), np.int32(len(rows)), _Real(lr), _Real(momentum),
+                          _Real(weight_decay), np.int32(bool(nesterov))], checked[0][0].dtype, tuple(checked[0]))
+
+    def adam_update_many(self, params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        many = self._many_table("adam_update_many", [params, grads, ms, vs])
+        if many is not None:
+            table, blocks, checked = many
+            step_size = lr / (1 - beta1 ** step)
+            inv_bias2_sqrt = 1 / math.sqrt(1 - beta2 ** step)
+            self._launch("optimizers", "adam_update_many", (blocks,), (BLOCK,),
+                         [table, np.int32(len(params)), _Real(lr), _Real(beta1), _Real(beta2), _Real(eps),
+                          _Real(weight_decay), np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt)],
+                         checked[0][0].dtype, tuple(checked[0]))
+
+    def _many_table(self, kernel: str, arrays: list[list[Any]]) -> tuple | None:
+        """(table, blocks, checked arrays) for a *_many launch over rows of equally long lists
+        (params, grads, state...), or None when there is nothing to update. The caller holds the
+        checked arrays (a gradient may be a contiguous copy) until the launch is queued.
+
+        The int64 table holds each row's device pointers, the sizes and the first block of each
+        tensor (a prefix sum of its 1024-element chunks). It is built on the host and copied to the
+        device once per set of pointers: parameters and their state keep their memory from step to
+        step, and so do gradients where the allocator hands the same blocks back (CuPy's pool does).
+        """
+        params = arrays[0]
+        if any(len(row) != len(params) for row in arrays):
+            raise ValueError(f"{kernel}: got lists of lengths {[len(row) for row in arrays]}; they must be equal")
+        if not params:
+            return None
+        real = params[0].dtype
+        checked = []
+        for r, row in enumerate(arrays):
+            what = ("param", "grad", "state", "state")[r]
+            checked.append([self._input(a, f"{kernel} {what}", real) if r == 1 else
+                            self._in_place(a, f"{kernel} {what}", real) for a in row])
+        for row in checked[1:]:
+            for p, a in zip(checked[0], row):
+                if a.shape != p.shape:
+                    raise ValueError(f"{kernel}: a parameter of shape {p.shape} came with an array of shape "
+                                     f"{a.shape}")
+        sizes = [p.size for p in checked[0]]
+        pointers = [[_pointer(a) for a in row] for row in checked]
+        key = (real.str, tuple(sizes), *map(tuple, pointers))
+        table = self._many_tables.pop(key, None)
+        if table is None:
+            chunks = [_blocks(size, MANY_CHUNK) if size else 0 for size in sizes]
+            first = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
+            host = np.concatenate([np.asarray(pointers, dtype=np.uint64).view(np.int64).ravel(),
+                                   np.asarray(sizes, dtype=np.int64), first])
+            table = (self.device.asarray(host), int(first[-1]))
+            if len(self._many_tables) >= MANY_TABLES:
+                self._many_tables.pop(next(iter(self._many_tables)))
+        self._many_tables[key] = table  # now the most recently used
+        return None if table[1] == 0 else (*table, checked)
+
+
+def _pointer(a: Any) -> int:
+    """The device address of an array's first element: CuPy's data.ptr, or NumPy's (cuda-sim)."""
+    ptr = getattr(a.data, "ptr", None)
+    return int(ptr) if ptr is not None else int(a.ctypes.data)
 
 
 class _Index:

@@ -491,7 +491,9 @@ class NumpyBackend(Backend):
         return best, argmax
 
     # dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W)
-    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding):
+    def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding, relu_output=None):
+        if relu_output is not None:
+            dy = self.relu_backward(dy, relu_output)
         h, w = x_shape[2:]
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         oh, ow = dy.shape[2:]
@@ -623,6 +625,24 @@ class NumpyBackend(Backend):
         scale = dy.dtype.type(dropout_scale(p))
         return dy * mask * scale
 
+    # ---------------------------------------------------------------- fully connected
+    # x: (M, K), w: (N, K), b: (N,) -> y: (M, N)
+    def linear_forward(self, x, w, b, relu=False):
+        y = x @ w.T
+        if b is not None:
+            y += b
+        if relu:
+            np.maximum(y, 0, out=y)
+        return y
+
+    # dy: (M, N) -> dx: (M, K), dw: (N, K), db: (N,)
+    def linear_backward(self, dy, x, w, need_input_grad=True, relu_output=None):
+        if relu_output is not None:
+            dy = self.relu_backward(dy, relu_output)
+        rows = dy.reshape(-1, dy.shape[-1])
+        dx = dy @ w if need_input_grad else None
+        return dx, rows.T @ x.reshape(-1, x.shape[-1]), rows.sum(axis=0)
+
     # ---------------------------------------------------------------- loss
     # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
     def softmax_cross_entropy(self, logits, labels):
@@ -659,3 +679,12 @@ class NumpyBackend(Backend):
         step_size = lr / (1 - beta1 ** step)
         denom = np.sqrt(v) / t(np.sqrt(1 - beta2 ** step)) + t(eps)
         param -= t(step_size) * m / denom
+
+    def sgd_update_many(self, params, grads, velocities, lr, momentum, weight_decay, nesterov):
+        for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            self.sgd_update(param, grad, None if velocities is None else velocities[i], lr, momentum, weight_decay,
+                            nesterov)
+
+    def adam_update_many(self, params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
+            self.adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)

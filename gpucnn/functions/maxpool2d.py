@@ -28,8 +28,8 @@ class MaxPool2d(Function):
 class ReluMaxPool2d(Function):
     """maxpool2d(relu(x)). Each window routes its gradient to its argmax, where the ReLU's output
     is the pooled output, so the ReLU mask is applied to the pooled gradient (a quarter of the size
-    for 2x2 windows): exactly the two backwards, one full-size pass less, and the ReLU's output is
-    not kept."""
+    for 2x2 windows) inside the pooling's backward: exactly the two backwards in one op, and the
+    ReLU's output is not kept."""
 
     @staticmethod
     def forward(ctx, x, pool: PoolSpec):
@@ -41,8 +41,7 @@ class ReluMaxPool2d(Function):
     @staticmethod
     def backward(ctx, dy):
         y, argmax = ctx.saved_tensors
-        masked = ctx.backend.relu_backward(dy, y)
-        return ctx.backend.maxpool2d_backward(masked, argmax, ctx.x_shape, *ctx.pool[:3]), None
+        return ctx.backend.maxpool2d_backward(dy, argmax, ctx.x_shape, *ctx.pool[:3], relu_output=y), None
 
 
 def max_pool2d(x: Tensor, pool: PoolSpec, owner: str = "max_pool2d") -> Tensor:

@@ -6,7 +6,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..functions.basic import cat
+from ..functions.linear import Linear as LinearFunction
 from .activation import ReLU
+from .basic import Linear
 from .conv import Conv2d
 from .module import Module, summary_is_recording
 from .pooling import MaxPool2d
@@ -59,7 +61,7 @@ class ModuleList(Module):
 class Sequential(ModuleList):
     """Runs its layers in order. Runs of layers that one op does (or whose backward one step
     does), each exactly equal to the layers one by one, run fused:
-    Conv2d -> ReLU -> MaxPool2d, Conv2d -> ReLU, ReLU -> MaxPool2d."""
+    Conv2d -> ReLU -> MaxPool2d, Conv2d -> ReLU, ReLU -> MaxPool2d, Linear -> ReLU."""
 
     def __init__(self, *layers: Module) -> None:
         super().__init__(_check_modules("Sequential", layers))
@@ -99,9 +101,20 @@ class Sequential(ModuleList):
                 x, i = first.forward(first._as_input(x), relu=True), i + 2
             elif fuse and type(first) is ReLU and type(second) is MaxPool2d:
                 x, i = second.forward_after_relu(first._as_input(x)), i + 2
+            elif fuse and type(first) is Linear and type(second) is ReLU:
+                # not while an exporter traces the calls: it reads Linear as Gemm without the ReLU
+                x, i = _linear_relu(first, first._as_input(x)), i + 2
             else:
                 x, i = first(x), i + 1
         return x
+
+
+def _linear_relu(layer: Linear, x: Any) -> Any:
+    """relu(layer(x)) as one op (the ReLU in the GEMM's epilogue), after Linear.forward's checks."""
+    layer._check_input(x, None, layout="(N, C)")
+    if x.ndim < 1 or x.shape[-1] != layer.in_features:
+        raise ValueError(f"Linear: expected input of shape (N, {layer.in_features}), got {x.shape}")
+    return LinearFunction.apply(x, layer.weight, layer.bias, True)
 
 
 class Concat(ModuleList):
