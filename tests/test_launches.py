@@ -140,8 +140,9 @@ def _report(ours, host_ops) -> str:
 
 #: LeNet-5, one training step, our kernels: 30 before, then 24 (the optimizer's 10 launches became one,
 #: the 4 relu_backward and 2 relu_forward went into the pooling and Linear kernels, Linear's 9 CuPy
-#: GEMMs and 3 bias adds and 3 bias-gradient sums became 9 launches of kernels/linear.cu)
-LENET5_STEP = {"conv2d_forward": 2, "conv2d_backward_weight": 2, "conv2d_reduce_partials": 2, "conv2d_backward_bias": 2,
+#: GEMMs and 3 bias adds and 3 bias-gradient sums became 9 launches of kernels/linear.cu), then 22
+#: (the conv bias gradient became a column of the weight-gradient kernel)
+LENET5_STEP = {"conv2d_forward": 2, "conv2d_backward_weight": 2, "conv2d_reduce_weight_partials": 2,
                "conv2d_backward_input": 1, "maxpool2d_forward": 2, "maxpool2d_backward": 2, "linear_forward": 3,
                "linear_backward_weight": 3, "linear_backward_input": 3, "softmax_cross_entropy": 1}
 #: what is left outside our kernels: the loss's mean (a sum; on cuda also the division of the 0-d

@@ -25,10 +25,22 @@ from .base import (
 from .shapes import conv_output_hw, pool_output_hw
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
-GEMM_TILE = 64              # conv2d.cu's TILE_M / TILE_N
-GEMM_THREADS = 256
+# conv2d.cu's kernel variants; a kernel learns which one it runs from its block size. Per product:
+# variant -> (threads per block, tile rows, tile columns); each GEMM thread computes 4x4 outputs,
+# a direct-forward thread one pixel for DIRECT_CHANNELS channels at a time.
+DIRECT_CHANNELS = 8         # conv2d.cu's DIRECT_CHANNELS
+CONV_WIDE, CONV_NARROW, CONV_DIRECT = "wide", "narrow", "direct"
+CONV_LAUNCH = {
+    "forward": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (64, 64, 16), CONV_DIRECT: (128, 128, DIRECT_CHANNELS)},
+    "backward_input": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (64, 64, 16)},
+    "backward_weight": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (32, 16, 32)},
+}
+NARROW_CHANNELS = 16        # a group with at most this many channels on a tile's column axis takes CONV_NARROW
+DIRECT_MAX_TAPS = 64        # conv2d.cu's DIRECT_MAX_TAPS: kh * kw that CONV_DIRECT takes
 WEIGHT_GRAD_MIN_PIXELS = 128  # fewest pixels one split of the weight-gradient reduction takes
+WEIGHT_GRAD_WARPS_PER_SM = 32  # the weight-gradient splits aim at this many warps per multiprocessor
 LINEAR_TILE = 64            # linear.cu's LINEAR_TILE (rows and columns of an output tile)
+LINEAR_THREADS = 256        # linear.cu: threads of a block, each computing 4x4 outputs of a tile
 MANY_CHUNK = 1024           # optimizers.cu's MANY_CHUNK: elements per block of the *_many updates
 MANY_TABLES = 16            # pointer tables kept on the device for the *_many updates (oldest dropped first)
 INDEX32_LIMIT = 2 ** 31
@@ -49,6 +61,37 @@ class Device(Protocol):
 
 def _blocks(count: int, per_block: int) -> int:
     return max(1, -(-count // per_block))
+
+
+def conv2d_variants(w_shape: tuple[int, ...], groups: int) -> dict[str, str]:
+    """The conv2d.cu variant that computes each product for filters ``w_shape`` (K, C/G, KH, KW).
+
+    64x64 tiles waste most of their work when a group has few channels (LeNet: 1 -> 6 and 6 -> 16):
+    one input channel per group takes the direct forward, at most 16 channels on the tile's column
+    axis (forward: K/G, input gradient: C/G, weight gradient's rows: K/G) a narrow tile
+    (benchmarks/results/conv-kernels-sass-2026-11-23.md).
+    """
+    k, cg, kh, kw = w_shape
+    kg = k // groups
+    if cg == 1 and kh * kw <= DIRECT_MAX_TAPS:
+        forward = CONV_DIRECT
+    else:
+        forward = CONV_NARROW if kg <= NARROW_CHANNELS else CONV_WIDE
+    return {"forward": forward,
+            "backward_input": CONV_NARROW if cg <= NARROW_CHANNELS else CONV_WIDE,
+            "backward_weight": CONV_NARROW if kg <= NARROW_CHANNELS else CONV_WIDE}
+
+
+def weight_grad_splits(pixels: int, taps: int, k_per_group: int, groups: int, variant: str,
+                       multiprocessors: int) -> tuple[int, int]:
+    """(splits, pixels per split) of the weight-gradient reduction: enough blocks for about
+    WEIGHT_GRAD_WARPS_PER_SM warps on every multiprocessor, each split at least WEIGHT_GRAD_MIN_PIXELS."""
+    threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
+    tiles = _blocks(taps + 1, cols) * _blocks(k_per_group, rows) * groups
+    wanted_blocks = WEIGHT_GRAD_WARPS_PER_SM * multiprocessors * 32 // threads
+    splits = max(1, min(_blocks(wanted_blocks, tiles), _blocks(pixels, WEIGHT_GRAD_MIN_PIXELS), 65535 // groups))
+    per_split = _blocks(pixels, splits)
+    return _blocks(pixels, per_split), per_split
 
 
 class CudaBackend(Backend):
@@ -139,8 +182,11 @@ class CudaBackend(Backend):
         n, k = x.shape[0], w.shape[0]
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
         y = self.device.empty((n, k, oh, ow), x.dtype)
-        grid = (_blocks(n * oh * ow, GEMM_TILE), _blocks(k // groups, GEMM_TILE), groups)
-        self._launch("conv2d", "conv2d_forward", grid, (GEMM_THREADS,),
+        variant = conv2d_variants(w.shape, groups)["forward"]
+        threads, rows, cols = CONV_LAUNCH["forward"][variant]
+        # the direct variant's threads loop over all of a group's output channels
+        grid = (_blocks(n * oh * ow, rows), 1 if variant == CONV_DIRECT else _blocks(k // groups, cols), groups)
+        self._launch("conv2d", "conv2d_forward", grid, (threads,),
                      [x, w, bias, y, *self._geometry(x.shape, w.shape, (oh, ow), stride, padding, dilation, groups),
                       np.int32(b is not None), np.int32(bool(relu))], x.dtype, (x, w, y))
         return y
@@ -164,30 +210,30 @@ class CudaBackend(Backend):
         oh, ow = dy.shape[2:]
         geometry = self._geometry(x.shape, w.shape, (oh, ow), stride, padding, dilation, groups)
         arrays = (x, dy, w)
+        variants = conv2d_variants(w.shape, groups)
 
-        # weight gradient: enough pixel splits to fill the device, then an ordered sum of the splits
+        # weight and bias gradient: (K, taps + 1) per pixel split (the last column sums dy: db), enough
+        # splits to fill the device, then an ordered sum of the splits
+        variant = variants["backward_weight"]
+        threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
         pixels, taps = n * oh * ow, cg * kh * kw
-        tiles = _blocks(taps, GEMM_TILE) * _blocks(k // groups, GEMM_TILE) * groups
-        splits = max(1, min(_blocks(4 * self.device.multiprocessor_count, tiles),
-                            _blocks(pixels, WEIGHT_GRAD_MIN_PIXELS), 65535 // groups))
-        per_split = _blocks(pixels, splits)
-        splits = _blocks(pixels, per_split)
-        partial = self.device.empty((splits, k, taps), x.dtype)
-        grid = (_blocks(taps, GEMM_TILE), _blocks(k // groups, GEMM_TILE), groups * splits)
-        self._launch("conv2d", "conv2d_backward_weight", grid, (GEMM_THREADS,),
+        splits, per_split = weight_grad_splits(pixels, taps, k // groups, groups, variant,
+                                               self.device.multiprocessor_count)
+        partial = self.device.empty((splits, k, taps + 1), x.dtype)
+        grid = (_blocks(taps + 1, cols), _blocks(k // groups, rows), groups * splits)
+        self._launch("conv2d", "conv2d_backward_weight", grid, (threads,),
                      [dy, x, partial, *geometry, _Index(per_split)], x.dtype, arrays + (partial,))
         dw = self.device.empty(w.shape, x.dtype)
-        self._launch("conv2d", "conv2d_reduce_partials", self._elementwise_grid(dw.size), (BLOCK,),
-                     [partial, dw, _Index(splits), _Index(dw.size)], x.dtype, arrays + (partial,))
-
         db = self.device.empty((k,), x.dtype)
-        self._launch("conv2d", "conv2d_backward_bias", (k,), (256,), [dy, db, _Index(n), _Index(k), _Index(oh * ow)],
-                     x.dtype, arrays)
+        reduce_grid = self._elementwise_grid(32 * k * (taps + 1))  # a warp per output
+        self._launch("conv2d", "conv2d_reduce_weight_partials", reduce_grid, (BLOCK,),
+                     [partial, dw, db, _Index(splits), _Index(k), _Index(taps)], x.dtype, arrays + (partial,))
         if not need_input_grad:
             return None, dw, db
         dx = self.device.empty(x.shape, x.dtype)
-        grid = (_blocks(n * h * wd, GEMM_TILE), _blocks(cg, GEMM_TILE), groups)
-        self._launch("conv2d", "conv2d_backward_input", grid, (GEMM_THREADS,), [dy, w, dx, *geometry], x.dtype,
+        threads, rows, cols = CONV_LAUNCH["backward_input"][variants["backward_input"]]
+        grid = (_blocks(n * h * wd, rows), _blocks(cg, cols), groups)
+        self._launch("conv2d", "conv2d_backward_input", grid, (threads,), [dy, w, dx, *geometry], x.dtype,
                      arrays + (dx,))
         return dx, dw, db
 
@@ -322,7 +368,7 @@ class CudaBackend(Backend):
         y = self.device.empty(x.shape[:-1] + (out_features,), x.dtype)
         if y.size:
             grid = (_blocks(out_features, LINEAR_TILE), _blocks(rows, LINEAR_TILE))
-            self._launch("linear", "linear_forward", grid, (GEMM_THREADS,),
+            self._launch("linear", "linear_forward", grid, (LINEAR_THREADS,),
                          [x, w, bias, y, _Index(rows), _Index(in_features), _Index(out_features),
                           np.int32(b is not None), np.int32(bool(relu))], x.dtype, (x, w, y))
         return y
@@ -341,7 +387,7 @@ class CudaBackend(Backend):
         db = self.device.empty((out_features,), x.dtype)
         # column in_features of the weight-gradient product is the bias gradient
         grid = (_blocks(in_features + 1, LINEAR_TILE), _blocks(out_features, LINEAR_TILE))
-        self._launch("linear", "linear_backward_weight", grid, (GEMM_THREADS,),
+        self._launch("linear", "linear_backward_weight", grid, (LINEAR_THREADS,),
                      [dy, y, x, dw, db, _Index(rows), _Index(in_features), _Index(out_features), masked], x.dtype,
                      arrays)
         if not need_input_grad:
@@ -349,7 +395,7 @@ class CudaBackend(Backend):
         dx = self.device.empty(x.shape, x.dtype)
         if dx.size:
             grid = (_blocks(in_features, LINEAR_TILE), _blocks(rows, LINEAR_TILE))
-            self._launch("linear", "linear_backward_input", grid, (GEMM_THREADS,),
+            self._launch("linear", "linear_backward_input", grid, (LINEAR_THREADS,),
                          [dy, y, w, dx, _Index(rows), _Index(in_features), _Index(out_features), masked], x.dtype,
                          arrays)
         return dx, dw, db
