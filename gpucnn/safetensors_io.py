@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .serialization import CheckpointError
+from .serialization import CheckpointError, write_atomically
 
 __all__ = ["load_safetensors", "save_safetensors"]
 
@@ -45,18 +44,7 @@ def save_safetensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
         kinds = sorted({f"{name}: {a.dtype}" for name, a in tensors.items() if a.dtype.kind not in "biuf"})
         raise TypeError(f"save_safetensors: cannot store {', '.join(kinds) or 'these arrays'} in {path} "
                         f"({error})") from error
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: f.write(data))
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

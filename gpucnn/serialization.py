@@ -25,6 +25,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -116,12 +117,16 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _write_atomically(path: Path, entries: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file beside ``path``, fsync, then rename over it: readers never see half a file."""
+    write_atomically(path, lambda f: np.savez(f, **entries))
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write`` into a temporary file beside ``path``, fsync, then rename over it: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

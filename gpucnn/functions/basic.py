@@ -6,6 +6,7 @@ their kernels' names in the other files of this package.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..autograd import Function
@@ -164,8 +165,7 @@ class Sum(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        kept = [1 if i in ctx.axes else n for i, n in enumerate(ctx.shape)]
-        return ctx.xp.broadcast_to(dy.reshape(kept), ctx.shape).copy(), None, None
+        return _spread(ctx, dy), None, None
 
 
 class Mean(Function):
@@ -176,11 +176,14 @@ class Mean(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        count = 1
-        for axis in ctx.axes:
-            count *= ctx.shape[axis]
-        kept = [1 if i in ctx.axes else n for i, n in enumerate(ctx.shape)]
-        return ctx.xp.broadcast_to(dy.reshape(kept) / dy.dtype.type(count), ctx.shape).copy(), None, None
+        count = math.prod(ctx.shape[axis] for axis in ctx.axes)
+        return _spread(ctx, dy / dy.dtype.type(count)), None, None
+
+
+def _spread(ctx, dy: Any) -> Any:
+    """dy of a reduction over ``ctx.axes``, copied back over the reduced axes of ``ctx.shape``."""
+    kept = [1 if i in ctx.axes else n for i, n in enumerate(ctx.shape)]
+    return ctx.xp.broadcast_to(dy.reshape(kept), ctx.shape).copy()
 
 
 class Reshape(Function):
