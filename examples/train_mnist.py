@@ -3,6 +3,7 @@
     python examples/train_mnist.py                      # default backend, 10 epochs, modern LeNet-5
     python examples/train_mnist.py --backend cuda-sim --limit 512 --epochs 1
     python examples/train_mnist.py --model lenet5-classic --plot runs/classic.png
+    mpiexec -n 2 python examples/train_mnist.py --distributed   # 2 processes, the same global batch
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import partial
 import numpy as np
 
 import gpucnn
-from gpucnn import optim
+from gpucnn import distributed, optim
 from gpucnn.datasets import DatasetNotFoundError, load_mnist, normalize
 from gpucnn.models import MODELS
 from gpucnn.training import Trainer, evaluate
@@ -27,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: $GPUCNN_BACKEND, else cuda when a GPU is usable, else numpy")
     p.add_argument("--model", choices=sorted(MODELS), default="lenet5")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="the global batch: split over the ranks with --distributed")
     p.add_argument("--lr", type=float, default=None, help="default: 0.05 for SGD, 0.001 for Adam/AdamW")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -44,11 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", default=None, help="PNG path for curves; also writes confusion matrix and filters")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
     p.add_argument("--export-onnx", default=None, help="ONNX path written after training (needs gpucnn[onnx])")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI launch (mpiexec -n N ...; needs gpucnn[mpi]): "
+                        "each trains on its part of every batch, rank 0 prints and saves")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # before the backend: init() gives each rank its own GPU
+    world = distributed.init() if args.distributed else 1
+    say = print if distributed.is_main() else _quiet
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     gpucnn.manual_seed(args.seed)
     model = model_class(rng=np.random.default_rng(args.seed))
+    if world > 1:
+        model = distributed.DataParallel(model)  # rank 0's weights everywhere; gradients averaged in backward
     if args.optimizer == "sgd":
         optimizer = optim.SGD(model, lr=args.lr or 0.05, momentum=args.momentum, weight_decay=args.weight_decay,
                               nesterov=args.momentum > 0)
@@ -86,30 +96,39 @@ def main(argv: list[str] | None = None) -> int:
                       max_shift=args.shift, progress=not args.no_progress, checkpoint=args.save, prepare=prepare)
     if args.resume:
         trainer.resume(args.resume)
-        print(f"resumed from {args.resume} after epoch {trainer.epoch}")
+        say(f"resumed from {args.resume} after epoch {trainer.epoch}")
 
-    print(f"gpucnn {gpucnn.__version__}: {args.model} ({model.num_parameters():,} parameters) on backend "
-          f"{backend.name!r}, {len(train_x):,} training / {len(test_x):,} test images")
+    ranks = f", {world} ranks of {args.batch_size // world}-{-(-args.batch_size // world)} images a step" \
+        if world > 1 else ""
+    say(f"gpucnn {gpucnn.__version__}: {args.model} ({model.num_parameters():,} parameters) on backend "
+        f"{backend.name!r}, {len(train_x):,} training / {len(test_x):,} test images{ranks}")
     started = time.perf_counter()
     until = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
     history = trainer.fit(train_x, train_y, test_x, test_y, until)
     elapsed = time.perf_counter() - started
     if history:
-        print(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {len(history)} epochs "
+        say(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {len(history)} epochs "
               f"({elapsed:.1f} s this run)")
     if args.plot:
         from gpucnn import plots
 
-        _, _, predicted = evaluate(model, test_x, test_y, prepare=prepare)
-        for path in plots.write_all(args.plot, history, test_y, predicted, model, prepare(test_x[:1])):
-            print(f"wrote {path}")
-    if args.export_onnx:
+        _, _, predicted = evaluate(model, test_x, test_y, prepare=prepare)  # every rank: a collective
+        if distributed.is_main():
+            for path in plots.write_all(args.plot, history, test_y, predicted, distributed.unwrap(model),
+                                        prepare(test_x[:1])):
+                print(f"wrote {path}")
+    if args.export_onnx and distributed.is_main():
         from gpucnn import onnx as gpucnn_onnx
 
         sample = prepare(test_x[:8])
+        model = distributed.unwrap(model)
         gpucnn_onnx.export(model, args.export_onnx, sample)
         print(f"wrote {args.export_onnx}: {gpucnn_onnx.verify(args.export_onnx, model, sample)}")
     return 0
+
+
+def _quiet(*args: object) -> None:
+    """print on ranks other than 0"""
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Pick a backend with ``GPUCNN_BACKEND=numpy|cuda|cuda-sim`` or ``gpucnn.set_backend(...)``.
 """
 
-from . import functional, init, nn, optim
+from . import distributed, functional, init, nn, optim
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import (
     available_backends,
@@ -25,7 +25,7 @@ from .tensor import Parameter, Tensor, tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "Function", "LeNet5", "LeNet5Classic", "Parameter", "ResNet", "Tensor", "cat",
+    "CheckpointError", "Function", "distributed", "LeNet5", "LeNet5Classic", "Parameter", "ResNet", "Tensor", "cat",
     "enable_grad", "functional", "is_grad_enabled", "no_grad", "set_grad_enabled", "tensor",
     "available_backends", "backend_of", "cuda_is_available",
     "current_backend_name", "get_backend", "init", "load", "manual_seed", "nn", "optim", "save",

@@ -228,14 +228,18 @@ def normalize(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np) -> Any:
-    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift], filling with the
-    edge background; one gather for the whole batch, no loop over images."""
+def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np, offsets: Any = None,
+                 background: float | None = None) -> Any:
+    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift] (or by the given
+    ``offsets``, (N, 2)), filling with the edge background (the batch's smallest value unless given);
+    one gather for the whole batch, no loop over images."""
     if max_shift <= 0:
         return x
     n, c, h, w = x.shape
-    offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
-    background = float(x.min())  # a host scalar: xp.full may not take a 0-d device array
+    if offsets is None:
+        offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
+    if background is None:
+        background = float(x.min())  # a host scalar: xp.full may not take a 0-d device array
     padded = xp.full((n, c, h + 2 * max_shift, w + 2 * max_shift), background, dtype=x.dtype)
     padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = x
     rows = xp.asarray(np.arange(h)[None, :] + max_shift + offsets[:, :1])   # (N, H)
@@ -244,20 +248,39 @@ def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np)
     return xp.stack([padded[batch, ch, rows[:, :, None], cols[:, None, :]] for ch in range(c)], axis=1)
 
 
+def shard_slice(count: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous part of ``count`` items, cut as ``numpy.array_split`` cuts them
+    (the first ``count % world_size`` ranks get one more); the parts in rank order make up the whole."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
 class BatchIterator:
     """Shuffled mini-batches of (images, labels) on a backend.
 
     With ``resident=True`` the whole set is copied to the backend once and batches are
     gathered there (what a GPU wants); otherwise each batch is gathered on the host and moved.
+
+    With ``world_size`` > 1 (``gpucnn.distributed``), ``batch_size`` is the global batch: every rank
+    draws the same permutation (give each the same ``rng`` seed), cuts the same global batches and
+    keeps its contiguous part of each (``shard_slice``), so the ranks' parts are disjoint and
+    together are the batch one process would see, shifts included. A last batch with fewer images
+    than ranks is dropped. ``batch_weight`` is then the last batch's share on this rank over an even
+    share: scaling the rank's mean loss by it makes averaged gradients those of the global batch.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, backend: Any,
                  shuffle: bool = True, rng: np.random.Generator | None = None, drop_last: bool = False,
-                 resident: bool = False, max_shift: int = 0) -> None:
+                 resident: bool = False, max_shift: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if len(images) != len(labels):
             raise ValueError(f"BatchIterator: {len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"BatchIterator: batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size or batch_size < world_size:
+            raise ValueError(f"BatchIterator: needs 0 <= rank < world_size <= batch_size, got rank {rank}, "
+                             f"world_size {world_size}, batch_size {batch_size}")
+        self.rank, self.world_size, self.batch_weight = rank, world_size, 1.0
         self.backend, self.batch_size, self.shuffle = backend, int(batch_size), shuffle
         self.rng = rng if rng is not None else np.random.default_rng()
         self.drop_last, self.resident, self.max_shift = drop_last, resident, max_shift
@@ -267,7 +290,7 @@ class BatchIterator:
 
     def __len__(self) -> int:
         full, rest = divmod(self.count, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return full + (1 if rest >= self.world_size and not self.drop_last else 0)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self.rng.permutation(self.count) if self.shuffle else np.arange(self.count)
@@ -276,11 +299,27 @@ class BatchIterator:
             order = self.backend.asarray(order)
         for start in range(0, self.count, self.batch_size):
             index = order[start:start + self.batch_size]
-            if len(index) < self.batch_size and self.drop_last:
+            if len(index) < self.batch_size and (self.drop_last or len(index) < self.world_size):
                 break
+            if self.world_size > 1:
+                yield self._part(index, xp)
+                continue
             x, y = self.images[index], self.labels[index]
             if self.max_shift:
                 x = random_shift(x, self.max_shift, self.rng, xp)
             if not self.resident:
                 x, y = self.backend.asarray(x), self.backend.asarray(y)
             yield x, y
+
+    def _part(self, index: Any, xp: Any) -> tuple[Any, Any]:
+        """This rank's part of one global batch; the shifts are drawn for the whole batch, as one process would."""
+        part = shard_slice(len(index), self.rank, self.world_size)
+        self.batch_weight = (part.stop - part.start) * self.world_size / len(index)
+        local = index[part]
+        x, y = self.images[local], self.labels[local]
+        if self.max_shift:
+            offsets = self.rng.integers(-self.max_shift, self.max_shift + 1, size=(len(index), 2))[part]
+            x = random_shift(x, self.max_shift, self.rng, xp, offsets, float(self.images[index].min()))
+        if not self.resident:
+            x, y = self.backend.asarray(x), self.backend.asarray(y)
+        return x, y

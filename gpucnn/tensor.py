@@ -288,6 +288,20 @@ def _basic() -> Any:
     return basic
 
 
+class HookHandle:
+    """What ``register_..._hook`` returns: ``remove()`` takes the hook out again."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict[int, Any], hook: Any) -> None:
+        HookHandle._next_id += 1
+        self._hooks, self.id = hooks, HookHandle._next_id
+        hooks[self.id] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+
 class Parameter(Tensor):
     """A trainable Tensor (requires grad), with the optimizer state that belongs to it.
 
@@ -297,6 +311,19 @@ class Parameter(Tensor):
     def __init__(self, data: Any, requires_grad: bool = True, backend: Backend | None = None) -> None:
         super().__init__(data, requires_grad, backend)
         self.state: dict[str, Any] = {}
+        self._post_accumulate_hooks: dict[int, Any] = {}
+
+    def register_post_accumulate_grad_hook(self, hook: Any) -> HookHandle:
+        """Call ``hook(param)`` each time backward has added a gradient into ``param.grad`` (as
+        PyTorch's hook of that name): gpucnn.distributed starts averaging a bucket of gradients
+        there, while backward goes on. ``.remove()`` on the returned handle unregisters it."""
+        return HookHandle(self._post_accumulate_hooks, hook)
+
+    def _accumulate(self, g: Any) -> None:
+        super()._accumulate(g)
+        # a copy of the values: a hook may remove itself (or others) while they run
+        for hook in list(self._post_accumulate_hooks.values()):
+            hook(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if set_to_none or self.grad is None:

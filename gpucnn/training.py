@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .autograd import no_grad
 from .datasets import BatchIterator
 from .nn.loss import CrossEntropyLoss
@@ -41,7 +42,21 @@ class EpochStats:
 
 def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000,
              prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, float, np.ndarray]:
-    """(mean loss, accuracy, predicted labels) over a whole set, in eval mode."""
+    """(mean loss, accuracy, predicted labels) over a whole set, in eval mode.
+
+    With several ranks (``gpucnn.distributed``), each evaluates its part of the set and every rank
+    gets the figures and predictions for the whole of it."""
+    if distributed.world_size() > 1:
+        part = distributed.shard(len(images))
+        loss, _, predicted = _evaluate_here(model, images[part], labels[part], batch_size, prepare)
+        total = distributed.all_reduce(loss * len(predicted))
+        predicted = np.concatenate(distributed.all_gather_object(predicted))
+        return total / len(images), float((predicted == labels).mean()), predicted
+    return _evaluate_here(model, images, labels, batch_size, prepare)
+
+
+def _evaluate_here(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                   prepare: Callable[[np.ndarray], np.ndarray] | None) -> tuple[float, float, np.ndarray]:
     backend = model.backend
     was_training = model.training
     model.eval()
@@ -64,10 +79,16 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
     loss_fn = CrossEntropyLoss()
     model.train()
     total, seen, started = 0.0, 0, time.perf_counter()
+    # a DataParallel's gradients are averaged during backward; finishing after it averages the
+    # parameters no backward reached too
+    finish_sync = getattr(model, "finish_gradient_sync", None)
     for x, y in batches:
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
-        loss.backward()  # the images need no gradient, so the first layer computes none
+        weight = getattr(batches, "batch_weight", 1.0)  # 1 but for a last global batch split unevenly
+        (loss if weight == 1.0 else loss * weight).backward()  # the images need no gradient: no dx
+        if finish_sync is not None:
+            finish_sync()
         optimizer.step()
         total += loss.item() * len(y)
         seen += len(y)
@@ -75,28 +96,40 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
             bar.update(1)
             bar.set_postfix_str(f"loss {total / seen:.4f}, {seen / (time.perf_counter() - started):,.0f} img/s")
     backend.synchronize()
+    if distributed.world_size() > 1:  # the figures of the global batches: all images of all ranks
+        total, seen = distributed.all_reduce(total), distributed.all_reduce(seen)
     return total / seen, seen / (time.perf_counter() - started)
 
 
 class Trainer:
-    """Train a classifier epoch by epoch, evaluating, logging and checkpointing after each."""
+    """Train a classifier epoch by epoch, evaluating, logging and checkpointing after each.
+
+    Under ``gpucnn.distributed`` with several ranks the model must be a ``DataParallel``;
+    ``batch_size`` is then the global batch (each rank trains on its part), the figures are those of
+    all ranks, and only rank 0 shows progress, calls ``log`` and writes the checkpoint (loadable
+    with any world size)."""
 
     def __init__(self, model: Module, optimizer: Optimizer, schedule: LRSchedule | None = None,
                  batch_size: int = 128, seed: int = 0, max_shift: int = 0, resident: bool | None = None,
                  progress: bool = True, checkpoint: str | Path | None = None,
                  prepare: Callable[[np.ndarray], np.ndarray] | None = None,
                  log: Callable[[str], None] = print) -> None:
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        if self.world_size > 1 and not isinstance(model, distributed.DataParallel):
+            raise ValueError(f"Trainer: {self.world_size} ranks train together, but the model is no "
+                             f"gpucnn.distributed.DataParallel; wrap it so that the ranks average their gradients")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batch_size, self.seed, self.max_shift = batch_size, seed, max_shift
         # keeping the whole set on the device pays off on a GPU; on the host it changes nothing
         self.resident = model.backend.name == "cuda" if resident is None else resident
-        self.progress, self.checkpoint, self.prepare, self.log = progress, checkpoint, prepare, log
+        self.progress, self.checkpoint, self.prepare = progress and self.rank == 0, checkpoint, prepare
+        self.log = log if self.rank == 0 else _quiet
         self.history: list[EpochStats] = []
         self.epoch = 0
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this trainer: weights, optimizer, epoch, history."""
-        extra = load(path, self.model, self.optimizer)
+        extra = load(path, distributed.unwrap(self.model), self.optimizer)
         self.epoch = int(extra.get("epoch", 0))
         self.history = [EpochStats(**h) for h in extra.get("history", [])]
         if self.schedule is not None:
@@ -109,7 +142,8 @@ class Trainer:
         train_x = self.prepare(train_images) if self.prepare else train_images
         # built once: a resident iterator copies the whole set to the device when it is made
         batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend,
-                                resident=self.resident, max_shift=self.max_shift)
+                                resident=self.resident, max_shift=self.max_shift, rank=self.rank,
+                                world_size=self.world_size)
         while self.epoch < epochs:
             batches.rng = np.random.default_rng([self.seed, self.epoch])
             bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{epochs}", self.progress)
@@ -126,7 +160,12 @@ class Trainer:
                                time.perf_counter() - started, lr)
             self.history.append(stats)
             self.log(stats.line())
-            if self.checkpoint is not None:
-                save(self.checkpoint, self.model, self.optimizer,
+            if self.checkpoint is not None and self.rank == 0:
+                save(self.checkpoint, distributed.unwrap(self.model), self.optimizer,
                      extra={"epoch": self.epoch, "seed": self.seed, "history": [asdict(h) for h in self.history]})
+            distributed.barrier()  # no rank runs ahead of a checkpoint it might resume from
         return self.history
+
+
+def _quiet(line: str) -> None:
+    """The log of ranks other than 0."""
