@@ -62,10 +62,12 @@ def enable_grad() -> contextlib.AbstractContextManager:
 class Context:
     """What one call of a Function keeps for its backward (``ctx`` in forward and backward)."""
 
-    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...]) -> None:
+    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...], records: bool = False) -> None:
         self.backend = backend
         #: one flag per positional argument of ``apply``: does that input want a gradient?
         self.needs_input_grad = needs_input_grad
+        #: True when a backward may follow (so forward should keep what it needs)
+        self.records = records
         self._saved: tuple = ()
         self._released = False
 
@@ -74,13 +76,9 @@ class Context:
         """The array namespace of this call's backend (numpy or cupy)."""
         return self.backend.xp
 
-    @property
-    def records(self) -> bool:
-        """True when a backward may follow (so forward should keep what it needs)."""
-        return any(self.needs_input_grad)
-
     def save_for_backward(self, *arrays: Any) -> None:
-        self._saved = tuple(a.data if isinstance(a, Tensor) else a for a in arrays)
+        if self.records:  # under no_grad nothing is kept: inference frees each activation at once
+            self._saved = tuple(a.data if isinstance(a, Tensor) else a for a in arrays)
 
     @property
     def saved_tensors(self) -> tuple:
@@ -91,7 +89,7 @@ class Context:
     def release(self) -> None:
         """Free everything the forward kept (after a backward without retain_graph)."""
         self.__dict__ = {"backend": self.backend, "needs_input_grad": self.needs_input_grad,
-                         "_saved": (), "_released": True}
+                         "records": self.records, "_saved": (), "_released": True}
 
 
 _SECOND_BACKWARD = ("backward: trying to go through part of the graph a second time, but its saved arrays were "
@@ -178,9 +176,12 @@ class Function:
             else:
                 raw.append(a)
                 needs.append(False)
-        backend = tensors[0].backend if tensors and all(t.backend is tensors[0].backend for t in tensors) \
-            else backend_for_arrays(tensors, cls.__name__)
-        ctx = Context(backend, tuple(needs))
+        backend = tensors[0].backend if tensors else None
+        for t in tensors:
+            if t.backend is not backend:
+                backend = backend_for_arrays(tensors, cls.__name__)
+                break
+        ctx = Context(backend if tensors else backend_for_arrays(tensors, cls.__name__), tuple(needs), records)
         state.enabled = False
         try:
             result = cls.forward(ctx, *raw, **kwargs)

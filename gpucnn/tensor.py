@@ -70,7 +70,7 @@ class Tensor:
     # ---------------------------------------------------------------- what it holds
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return self.data.shape  # a tuple for NumPy and CuPy arrays alike
 
     @property
     def dtype(self) -> np.dtype:
