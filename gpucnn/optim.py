@@ -47,8 +47,7 @@ class Optimizer:
         groups: dict[tuple[int, Any], tuple[Any, list[Parameter]]] = {}
         for p in self.params:
             if p.grad is not None:
-                backend = _param_backend(p)
-                groups.setdefault((id(backend), p.data.dtype), (backend, []))[1].append(p)
+                groups.setdefault((id(p.backend), p.data.dtype), (p.backend, []))[1].append(p)
         for backend, params in groups.values():
             self._update(backend, params)
 
@@ -128,12 +127,6 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.01) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
-
-
-def _param_backend(p: Parameter) -> Any:
-    from .backend import get_backend
-
-    return p.backend if p.backend is not None else get_backend()
 
 
 class LRSchedule:
