@@ -231,16 +231,20 @@ def normalize(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
 def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np, offsets: Any = None,
                  background: float | None = None) -> Any:
     """Shift each image by its own random (dy, dx) in [-max_shift, max_shift] (or by the given
-    ``offsets``, (N, 2)), filling with the edge background (the batch's smallest value unless given);
-    one gather for the whole batch, no loop over images."""
+    ``offsets``, (N, 2)), filling with the edge background (the batch's smallest value unless given:
+    a number or a 0-d array on ``xp``); one gather for the whole batch, no loop over images.
+
+    Only the offsets (drawn on the host) travel, host to device: nothing is read back, so on a GPU
+    the shift is queued like any other kernel and the host does not wait."""
     if max_shift <= 0:
         return x
     n, c, h, w = x.shape
     if offsets is None:
         offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
     if background is None:
-        background = float(x.min())  # a host scalar: xp.full may not take a 0-d device array
-    padded = xp.full((n, c, h + 2 * max_shift, w + 2 * max_shift), background, dtype=x.dtype)
+        background = x.min()  # a 0-d array where x is: float() of it would wait for the device
+    padded = xp.empty((n, c, h + 2 * max_shift, w + 2 * max_shift), dtype=x.dtype)
+    padded[...] = background  # xp.full may not take a 0-d device array; assignment broadcasts it
     padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = x
     rows = xp.asarray(np.arange(h)[None, :] + max_shift + offsets[:, :1])   # (N, H)
     cols = xp.asarray(np.arange(w)[None, :] + max_shift + offsets[:, 1:])   # (N, W)
@@ -254,6 +258,13 @@ def shard_slice(count: int, rank: int, world_size: int) -> slice:
     base, extra = divmod(count, world_size)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def _label_range(labels: np.ndarray) -> tuple[int, int] | None:
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.size == 0:
+        return None
+    return int(labels.min()), int(labels.max())
 
 
 class BatchIterator:
@@ -287,6 +298,10 @@ class BatchIterator:
         self.images = backend.asarray(images) if resident else images
         self.labels = backend.asarray(labels) if resident else labels
         self.count = len(images)
+        #: (smallest, largest) label, found here once so that no training step has to copy its labels
+        #: back to check their range (``train_epoch`` compares it with the number of classes); None
+        #: when the labels are not integers or there are none
+        self.label_range = _label_range(labels if isinstance(labels, np.ndarray) else backend.to_numpy(labels))
 
     def __len__(self) -> int:
         full, rest = divmod(self.count, self.batch_size)
@@ -319,7 +334,7 @@ class BatchIterator:
         x, y = self.images[local], self.labels[local]
         if self.max_shift:
             offsets = self.rng.integers(-self.max_shift, self.max_shift + 1, size=(len(index), 2))[part]
-            x = random_shift(x, self.max_shift, self.rng, xp, offsets, float(self.images[index].min()))
+            x = random_shift(x, self.max_shift, self.rng, xp, offsets, self.images[index].min())
         if not self.resident:
             x, y = self.backend.asarray(x), self.backend.asarray(y)
         return x, y

@@ -237,16 +237,23 @@ def log_softmax(input: Any, dim: int = -1) -> Tensor:
 
 
 def cross_entropy(input: Any, target: Any, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+                  label_smoothing: float = 0.0, *, labels_checked: bool = False) -> Tensor:
     """Softmax cross-entropy of logits (N, C) against class indices (N,). The plain case (no
-    weight, no ignored label, no smoothing, mean or sum) is one fused backend op."""
+    weight, no ignored label, no smoothing, mean or sum) is one fused backend op.
+
+    The labels' range is checked on the host, which on a GPU copies them back and waits for the
+    device. ``labels_checked=True`` says the caller has already checked every label (gpucnn's
+    ``train_epoch`` does, with the range a ``BatchIterator`` found once when it was built): only the
+    shape and dtype are checked then, and a training step never waits."""
     logits = as_tensor(input, "cross_entropy")
-    labels = check_labels(logits, target, "cross_entropy", ignore_index)
+    labels = check_labels(logits, target, "cross_entropy", ignore_index, checked=labels_checked)
     _check_reduction(reduction, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     plain = weight is None and label_smoothing == 0.0 and reduction != "none"
-    if plain and not bool((logits.backend.to_numpy(labels) == ignore_index).any()):
+    # checked labels lie in [0, C): none can be an ignore_index outside that range
+    in_range = labels_checked and not 0 <= ignore_index < logits.shape[1]
+    if plain and (in_range or not bool((logits.backend.to_numpy(labels) == ignore_index).any())):
         return SoftmaxCrossEntropy.apply(logits, logits.backend.asarray(labels, dtype=np.int32), reduction)
     logp = log_softmax(logits, dim=1)
     loss = nll_loss(logp, labels, weight, ignore_index, reduction)
@@ -296,10 +303,18 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     return squared if reduction == "none" else squared.sum() if reduction == "sum" else squared.mean()
 
 
-def check_labels(logits: Tensor, target: Any, owner: str, ignore_index: int = -100) -> Any:
-    """Integer labels (N,) in [0, C) (or ignore_index), as a backend array; checked on the host."""
+def check_labels(logits: Tensor, target: Any, owner: str, ignore_index: int = -100, checked: bool = False) -> Any:
+    """Integer labels (N,) in [0, C) (or ignore_index), as a backend array; checked on the host.
+
+    ``checked``: the caller vouches for the range; the shape and dtype alone are checked, from the
+    array's metadata, so labels on a GPU are neither copied back nor waited for."""
     check_float_input(logits, 2, owner, layout="(N, C)")
     labels = target.data if isinstance(target, Tensor) else target
+    if checked and hasattr(labels, "shape") and hasattr(labels, "dtype"):
+        if tuple(labels.shape) != (logits.shape[0],) or np.dtype(labels.dtype).kind not in "iu":
+            raise ValueError(f"{owner}: expected integer labels of shape ({logits.shape[0]},), "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
+        return labels if logits.backend.owns(labels) else logits.backend.asarray(labels)
     host = np.asarray(logits.backend.to_numpy(labels) if logits.backend.owns(labels) else labels)
     if host.shape != (logits.shape[0],) or host.dtype.kind not in "iu":
         raise ValueError(f"{owner}: expected integer labels of shape ({logits.shape[0]},), "

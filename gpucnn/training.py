@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed
+from . import functional as F
 from .autograd import no_grad
 from .datasets import BatchIterator
 from .nn.loss import CrossEntropyLoss
@@ -73,32 +74,53 @@ def _evaluate_here(model: Module, images: np.ndarray, labels: np.ndarray, batch_
     return total_loss / len(images), float((predicted == labels).mean()), predicted
 
 
-def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar: Any = None) -> tuple[float, float]:
-    """One pass over ``batches``; returns (mean training loss, images per second)."""
+#: how often (in steps) ``train_epoch`` reads the running loss back for the progress bar
+PROGRESS_EVERY = 50
+
+
+def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar: Any = None,
+                refresh_every: int = PROGRESS_EVERY) -> tuple[float, float]:
+    """One pass over ``batches``; returns (mean training loss, images per second).
+
+    No step waits for the device: the labels' range was found once when the ``BatchIterator`` was
+    built (its ``label_range``; batches without one are checked per step by ``F.cross_entropy``),
+    the shifts run on the device, and the loss is summed there, in float64, and read back only when
+    the progress bar is refreshed (every ``refresh_every`` steps) and once at the end."""
     backend = model.backend
-    loss_fn = CrossEntropyLoss()
     model.train()
-    total, seen, started = 0.0, 0, time.perf_counter()
+    label_range = getattr(batches, "label_range", None)
+    total, seen, steps, started = backend.xp.zeros((), dtype=np.float64), 0, 0, time.perf_counter()
     # a DataParallel's gradients are averaged during backward; finishing after it averages the
     # parameters no backward reached too
     finish_sync = getattr(model, "finish_gradient_sync", None)
     for x, y in batches:
         optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
+        logits = model(x)
+        checked = label_range is not None and label_range[0] >= 0 and label_range[1] < logits.shape[1]
+        loss = F.cross_entropy(logits, y, labels_checked=checked)
         weight = getattr(batches, "batch_weight", 1.0)  # 1 but for a last global batch split unevenly
         (loss if weight == 1.0 else loss * weight).backward()  # the images need no gradient: no dx
         if finish_sync is not None:
             finish_sync()
         optimizer.step()
-        total += loss.item() * len(y)
+        total += loss.data.astype(np.float64) * len(y)  # what float(loss) * len(y) would add, on the device
         seen += len(y)
+        steps += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix_str(f"loss {total / seen:.4f}, {seen / (time.perf_counter() - started):,.0f} img/s")
+            if steps % refresh_every == 0:
+                _show(bar, float(backend.to_numpy(total)), seen, started)
     backend.synchronize()
+    total = float(backend.to_numpy(total))
+    if bar is not None:
+        _show(bar, total, seen, started)
     if distributed.world_size() > 1:  # the figures of the global batches: all images of all ranks
         total, seen = distributed.all_reduce(total), distributed.all_reduce(seen)
     return total / seen, seen / (time.perf_counter() - started)
+
+
+def _show(bar: Any, total: float, seen: int, started: float) -> None:
+    bar.set_postfix_str(f"loss {total / max(seen, 1):.4f}, {seen / (time.perf_counter() - started):,.0f} img/s")
 
 
 class Trainer:

@@ -108,6 +108,10 @@ class CudaBackend(Backend):
         self.array_type = device.array_type
         #: kernel launches made through this backend (tests count them per training step)
         self.launch_count = 0
+        #: device->host copies (to_numpy) and synchronize calls made through this backend; a training
+        #: step makes none (implicit ones, float() or .item() on a device array, are not counted here)
+        self.host_transfer_count = 0
+        self.sync_count = 0
         # (pointers and sizes) -> the *_many updates' table on the device; see _many_table
         self._many_tables: dict[tuple, Any] = {}
 
@@ -116,9 +120,11 @@ class CudaBackend(Backend):
         return self.device.asarray(a, dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        self.host_transfer_count += 1
         return self.device.to_numpy(a)
 
     def synchronize(self) -> None:
+        self.sync_count += 1
         self.device.synchronize()
 
     # ------------------------------------------------------------------ launch helpers

@@ -43,17 +43,22 @@ class CupyDevice:
         self.multiprocessor_count = int(cupy.cuda.Device().attributes["MultiProcessorCount"])
         self._modules: dict[tuple[str, str, bool], Any] = {}
         self._functions: dict[tuple[str, str, str, bool], Any] = {}
+        #: device->host copies (to_numpy) and stream synchronizations asked for through this device
+        self.host_transfer_count = 0
+        self.sync_count = 0
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self.cupy.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        self.host_transfer_count += 1
         return self.cupy.asnumpy(a)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return self.cupy.empty(shape, dtype=dtype)
 
     def synchronize(self) -> None:
+        self.sync_count += 1
         self.cupy.cuda.get_current_stream().synchronize()
 
     def _function(self, module: str, kernel: str, real: np.dtype, index64: bool) -> Any:

@@ -161,6 +161,9 @@ class SimDevice:
         self._launch_lock = threading.Lock()
         #: how often each kernel has been launched, by name (tests use it to prove coverage)
         self.launch_counts: dict[str, int] = {}
+        #: device->host copies (to_numpy) and synchronize calls: a training step should make none
+        self.host_transfer_count = 0
+        self.sync_count = 0
 
     def add_source(self, module: str, source: str) -> None:
         """Make ``module`` refer to CUDA C ``source`` instead of kernels/<module>.cu (to try a kernel
@@ -175,6 +178,7 @@ class SimDevice:
         return np.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        self.host_transfer_count += 1
         return np.asarray(a)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -187,7 +191,8 @@ class SimDevice:
         return out
 
     def synchronize(self) -> None:
-        """Launches return when the kernel has finished: nothing is queued."""
+        """Launches return when the kernel has finished: nothing is queued (but the call is counted)."""
+        self.sync_count += 1
 
     def _kernel(self, module: str, kernel: str, real: np.dtype, index64: bool) -> tuple[Any, list[int], ctypes.CDLL]:
         c_type = real_type(real)
