@@ -1,0 +1,190 @@
+"""The numpy backend's paths for wider networks (ResNet): convolutions on (C, N, H, W) images
+("shift", "gather", "pointwise" in numpy_backend.py) and BatchNorm in few passes.
+
+Tolerances, and why they are what they are:
+- Convolutions against the float64 loops in reference.py: rtol 1e-4 / atol 1e-5, the same as
+  test_ops.py. Each output is a float32 sum of C*KH*KW products in BLAS's blocking order, and the
+  weight gradient a sum over N*OH*OW products; the new paths change that order (and add exact
+  zeros at the padding positions of the "shift" grid), nothing else. With the inputs here (unit
+  normal, at most a few hundred terms) the error is a few 1e-6.
+- BatchNorm against float64 formulas: rtol 1e-4 / atol 1e-5 in float32. The sums are now blocked
+  float32 (a BLAS product with a ones vector, then a sum over the batch) instead of NumPy's pairwise
+  sum; both err by O(eps * log or sqrt of the count) relative to the sum of |x|, far under 1e-4 for
+  the counts here. The variance stays two-pass (centred values), so a mean of 1000 against a
+  standard deviation of 1 does not cancel: checked at rtol 1e-3 on the normalised output, where
+  E[x^2] - E[x]^2 in float32 would be off by about 100%.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn.backends.numpy_backend import NumpyBackend
+
+import reference as ref
+
+
+def _np(a):
+    return a.numpy() if hasattr(a, "numpy") else np.asarray(a)
+
+SUM_TOL = dict(rtol=1e-4, atol=1e-5)
+
+# N, C, H, W, K, (KH, KW), stride, (top, bottom, left, right), dilation, groups, expected mode
+CASES = [
+    (3, 4, 10, 10, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "shift"),      # ResNet's 3x3
+    (2, 4, 9, 12, 6, (3, 3), (1, 1), (1, 2, 0, 1), (1, 2), 2, "shift"),      # uneven padding, dilation, groups
+    (2, 1, 12, 12, 4, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "shift"),      # one channel (mnist-net)
+    (3, 4, 9, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "gather"),      # ResNet's strided 3x3
+    (2, 4, 9, 8, 6, (3, 2), (2, 3), (1, 0, 2, 1), (1, 2), 2, "gather"),
+    (3, 4, 9, 8, 6, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "pointwise"),   # ResNet's shortcut
+    (3, 4, 8, 8, 6, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
+    (2, 3, 6, 7, 5, (1, 1), (1, 1), (1, 0, 2, 1), (1, 1), 1, "shift"),       # padded 1x1: no im2col copy
+    (2, 4, 3, 3, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, None),         # padded grid 2.8x: im2col path
+]
+
+
+def _id(case):
+    n, c, h, w, k, ks, s, p, d, g, mode = case
+    return f"{mode}-c{c}h{h}w{w}k{k}ks{ks[0]}{ks[1]}s{s[0]}{s[1]}p{''.join(map(str, p))}d{d[0]}{d[1]}g{g}"
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 1500], ids=["one-chunk", "uneven-chunks"])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_cnhw_conv_paths_match_reference(case, chunk_bytes, rng):
+    n, c, h, w, k, ks, stride, padding, dilation, groups, mode = case
+    backend = NumpyBackend()
+    backend.flat_chunk_bytes = chunk_bytes
+    backend.flat_max_waste = 2.0  # small images still take the shift path (the default is 1.4)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    args = (stride, padding, dilation, groups)
+    oh, ow = ref.conv2d(x[:1], wt, None, *args).shape[2:]
+    assert backend._cnhw_mode(x.shape, wt.shape, stride, padding, groups, oh, ow) == mode
+    expected = ref.conv2d(x, wt, b, *args)
+    for keep in (True, False):  # columns kept by the forward, or built again by the backward
+        y = backend.conv2d_forward(x, wt, b, *args, keep_for_backward=keep)
+        assert y.dtype == np.float32 and y.flags.c_contiguous
+        np.testing.assert_allclose(y, expected, **SUM_TOL)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx, dw, db = backend.conv2d_backward(dy, x, wt, *args)
+        rdx, rdw, rdb = ref.conv2d_backward(dy, x, wt, *args)
+        np.testing.assert_allclose(dx, rdx, **SUM_TOL)
+        np.testing.assert_allclose(dw, rdw, **SUM_TOL)
+        np.testing.assert_allclose(db, rdb, **SUM_TOL)
+        assert dx.dtype == dw.dtype == db.dtype == np.float32
+    # the ReLU epilogue and a backward without the input gradient (a first layer)
+    y = backend.conv2d_forward(x, wt, b, *args, relu=True, keep_for_backward=True)
+    np.testing.assert_allclose(y, np.maximum(expected, 0), **SUM_TOL)
+    dx, dw, _ = backend.conv2d_backward(dy, x, wt, *args, need_input_grad=False)
+    assert dx is None
+    np.testing.assert_allclose(dw, rdw, **SUM_TOL)
+
+
+def test_cnhw_paths_agree_with_im2col_path(rng):
+    """A ResNet-sized stride-1 layer on both paths: the same sums in another order."""
+    x = rng.standard_normal((8, 16, 16, 16)).astype(np.float32)
+    wt = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((8, 16, 16, 16)).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    results = []
+    for flat in (False, True):
+        backend = NumpyBackend()
+        backend.flat_conv = flat
+        results.append((backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True),
+                        *backend.conv2d_backward(dy, x, wt, *args)))
+    for old, new in zip(*results):
+        # 144 products per output, 2,048 per weight gradient: float32 rounding, at most ~1e-5 relative
+        np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-4)
+
+
+def test_lenet5_does_not_take_the_new_paths():
+    """LeNet-5 runs its convolutions as the fused conv + ReLU + max-pool op: five SGD steps give the
+    same weights bit for bit whether or not the (C, N, H, W) paths are enabled."""
+    weights = []
+    for flat in (False, True):
+        backend = NumpyBackend()
+        backend.flat_conv = flat
+        gpucnn.backend.register_backend("numpy-cpu-paths", lambda backend=backend: backend)
+        with gpucnn.use_backend("numpy-cpu-paths"):
+            gpucnn.manual_seed(0)
+            rng = np.random.default_rng(0)
+            model = gpucnn.LeNet5(rng=np.random.default_rng(0))
+            x = rng.standard_normal((40, 1, 28, 28)).astype(np.float32)
+            y = rng.integers(0, 10, 40)
+            opt = gpucnn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            loss_fn = gpucnn.CrossEntropyLoss()
+            for _ in range(5):
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+            weights.append([np.array(p.numpy()) for p in model.parameters()])
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+
+
+def _bn_reference(x, gamma, beta, dy, eps):
+    """Float64 BatchNorm in training mode, forward and backward, from the definitions."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x = x.astype(np.float64)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    y = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    dxhat = dy * gamma.reshape(shape)
+    dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
+          - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) / np.sqrt(var.reshape(shape) + eps)
+    return y, dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes), mean, var
+
+
+@pytest.mark.parametrize("shape", [(16, 3), (8, 4, 5), (6, 5, 7, 3), (32, 16, 8, 8)])
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centred", "mean-1000"])
+def test_batchnorm_training_matches_float64(shape, offset, rng):
+    x = (rng.standard_normal(shape) * 2 + offset).astype(np.float32)
+    channels = shape[1]
+    gamma = rng.standard_normal(channels).astype(np.float32)
+    beta = rng.standard_normal(channels).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    layer = {2: gpucnn.BatchNorm1d, 3: gpucnn.BatchNorm1d, 4: gpucnn.BatchNorm2d}[len(shape)](channels, momentum=0.5)
+    layer.weight.data[...] = gamma
+    layer.bias.data[...] = beta
+    xt = gpucnn.Tensor(x, requires_grad=True)
+    y = layer(xt)
+    y.backward(dy)
+    ry, rdx, rdw, rdb, mean, var = _bn_reference(x, gamma, beta, dy.astype(np.float64), layer.eps)
+    # with a mean of 1000, float32 x itself only holds ~1e-4 relative to its spread: the bound loosens
+    tol = SUM_TOL if offset == 0 else dict(rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(_np(y), ry, **tol)
+    np.testing.assert_allclose(_np(xt.grad), rdx, **tol)
+    np.testing.assert_allclose(_np(layer.weight.grad), rdw, **tol)
+    np.testing.assert_allclose(_np(layer.bias.grad), rdb, **tol)
+    count = x.size // channels
+    np.testing.assert_allclose(_np(layer.running_mean), 0.5 * mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(layer.running_var), 0.5 + 0.5 * var * count / (count - 1), rtol=1e-4)
+
+
+def test_batchnorm_eval_is_one_multiply_add(rng):
+    """Eval mode: y = x * (weight / std) + (bias - mean * weight / std), the same with or without a
+    graph; its input and weight gradients use the running statistics."""
+    layer = gpucnn.BatchNorm2d(4, momentum=0.5)
+    x = rng.standard_normal((6, 4, 5, 5)).astype(np.float32)
+    layer(gpucnn.Tensor(x))
+    layer.weight.data[...] = rng.standard_normal(4).astype(np.float32)
+    layer.eval()
+    mean, var = _np(layer.running_mean).astype(np.float64), _np(layer.running_var).astype(np.float64)
+    std = np.sqrt(var + layer.eps).reshape(1, 4, 1, 1)
+    gamma = _np(layer.weight).astype(np.float64).reshape(1, 4, 1, 1)
+    expected = (x - mean.reshape(1, 4, 1, 1)) / std * gamma + _np(layer.bias).reshape(1, 4, 1, 1)
+    with gpucnn.no_grad():
+        y0 = _np(layer(gpucnn.Tensor(x)))
+    xt = gpucnn.Tensor(x, requires_grad=True)
+    y1 = layer(xt)
+    assert np.array_equal(y0, _np(y1))
+    np.testing.assert_allclose(y0, expected, rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y1.backward(dy)
+    np.testing.assert_allclose(_np(xt.grad), dy * gamma / std, rtol=1e-5, atol=1e-6)
+    xhat = (x - mean.reshape(1, 4, 1, 1)) / std
+    np.testing.assert_allclose(_np(layer.weight.grad), (dy * xhat).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
