@@ -167,3 +167,77 @@ class CosineLR(LRSchedule):
     def lr_at(self, count: int) -> float:
         t = min(count, self.total) / self.total
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class OneCycleLR(LRSchedule):
+    """The one-cycle policy (Smith & Topin), stepped once per optimizer step, with PyTorch's names
+    and values (``torch.optim.lr_scheduler.OneCycleLR``, two phases): from ``max_lr / div_factor``
+    up to ``max_lr`` over the first ``pct_start`` of ``total_steps``, then down to
+    ``max_lr / div_factor / final_div_factor``, by cosine (``anneal_strategy="cos"``) or linearly.
+    With ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's ``beta1``) goes the other way,
+    from ``max_momentum`` down to ``base_momentum`` and back. Made, it sets the first step's lr;
+    past ``total_steps`` the final lr is held (PyTorch raises).
+
+    ``per_step = True``: ``Trainer`` steps it after every optimizer step, not after every epoch."""
+
+    per_step = True
+
+    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.25,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, div_factor: float = 25.0, final_div_factor: float = 1e4) -> None:
+        super().__init__(optimizer)
+        if total_steps <= 0:
+            raise ValueError(f"OneCycleLR: total_steps must be > 0, got {total_steps!r}")
+        if not 0.0 <= pct_start <= 1.0:
+            raise ValueError(f"OneCycleLR: pct_start must be in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.max_lr, self.total_steps, self.pct_start = float(max_lr), int(total_steps), float(pct_start)
+        self.anneal_strategy = anneal_strategy
+        self.initial_lr = self.max_lr / div_factor
+        self.min_lr = self.initial_lr / final_div_factor
+        self.base_lr = self.initial_lr
+        self.momentum_name = None
+        if cycle_momentum:
+            self.momentum_name = next((n for n in ("momentum", "beta1") if hasattr(optimizer, n)), None)
+            if self.momentum_name is None or (self.momentum_name == "momentum" and not optimizer.momentum):
+                raise ValueError("OneCycleLR: cycle_momentum needs an optimizer with momentum (SGD momentum > 0 "
+                                 "or Adam); pass cycle_momentum=False")
+        self.base_momentum, self.max_momentum = float(base_momentum), float(max_momentum)
+        # (end step, lr at the start, lr at the end, momentum at the start, momentum at the end)
+        self.phases = [(float(self.pct_start * self.total_steps) - 1, self.initial_lr, self.max_lr,
+                        self.max_momentum, self.base_momentum),
+                       (self.total_steps - 1, self.max_lr, self.min_lr, self.base_momentum, self.max_momentum)]
+        self._set(0)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "linear":
+            return (end - start) * pct + start
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    def _at(self, count: int) -> tuple[float, float]:
+        count = min(count, self.total_steps - 1)
+        start = 0.0
+        for i, (end, lr0, lr1, m0, m1) in enumerate(self.phases):
+            if count <= end or i == len(self.phases) - 1:
+                pct = (count - start) / (end - start) if end != start else 1.0
+                return self._anneal(lr0, lr1, pct), self._anneal(m0, m1, pct)
+            start = end
+        raise AssertionError("unreachable")
+
+    def lr_at(self, count: int) -> float:
+        return self._at(count)[0]
+
+    def momentum_at(self, count: int) -> float:
+        return self._at(count)[1]
+
+    def _set(self, count: int) -> float:
+        lr, momentum = self._at(count)
+        self.optimizer.lr = lr
+        if self.momentum_name is not None:
+            setattr(self.optimizer, self.momentum_name, momentum)
+        return lr
+
+    def step(self) -> float:
+        self.count += 1
+        return self._set(self.count)

@@ -79,8 +79,12 @@ PROGRESS_EVERY = 50
 
 
 def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar: Any = None,
-                refresh_every: int = PROGRESS_EVERY) -> tuple[float, float]:
+                refresh_every: int = PROGRESS_EVERY, schedule: LRSchedule | None = None,
+                label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over ``batches``; returns (mean training loss, images per second).
+
+    ``schedule`` (a per-step one, such as ``optim.OneCycleLR``) is stepped after every optimizer
+    step; ``label_smoothing`` goes to ``F.cross_entropy`` (the loss reported is the smoothed one).
 
     No step waits for the device: the labels' range was found once when the ``BatchIterator`` was
     built (its ``label_range``; batches without one are checked per step by ``F.cross_entropy``),
@@ -97,12 +101,14 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
         optimizer.zero_grad()
         logits = model(x)
         checked = label_range is not None and label_range[0] >= 0 and label_range[1] < logits.shape[1]
-        loss = F.cross_entropy(logits, y, labels_checked=checked)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing, labels_checked=checked)
         weight = getattr(batches, "batch_weight", 1.0)  # 1 but for a last global batch split unevenly
         (loss if weight == 1.0 else loss * weight).backward()  # the images need no gradient: no dx
         if finish_sync is not None:
             finish_sync()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         total += loss.data.astype(np.float64) * len(y)  # what float(loss) * len(y) would add, on the device
         seen += len(y)
         steps += 1
@@ -129,19 +135,24 @@ class Trainer:
     Under ``gpucnn.distributed`` with several ranks the model must be a ``DataParallel``;
     ``batch_size`` is then the global batch (each rank trains on its part), the figures are those of
     all ranks, and only rank 0 shows progress, calls ``log`` and writes the checkpoint (loadable
-    with any world size)."""
+    with any world size).
+
+    A ``schedule`` is stepped after every epoch, or after every optimizer step when it says
+    ``per_step = True`` (``optim.OneCycleLR``); ``label_smoothing`` smooths the training loss."""
 
     def __init__(self, model: Module, optimizer: Optimizer, schedule: LRSchedule | None = None,
                  batch_size: int = 128, seed: int = 0, max_shift: int = 0, resident: bool | None = None,
                  progress: bool = True, checkpoint: str | Path | None = None,
                  prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, label_smoothing: float = 0.0) -> None:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if self.world_size > 1 and not isinstance(model, distributed.DataParallel):
             raise ValueError(f"Trainer: {self.world_size} ranks train together, but the model is no "
                              f"gpucnn.distributed.DataParallel; wrap it so that the ranks average their gradients")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batch_size, self.seed, self.max_shift = batch_size, seed, max_shift
+        self.label_smoothing = float(label_smoothing)
+        self.per_step = bool(getattr(schedule, "per_step", False))
         # keeping the whole set on the device pays off on a GPU; on the host it changes nothing
         self.resident = model.backend.name == "cuda" if resident is None else resident
         self.progress, self.checkpoint, self.prepare = progress and self.rank == 0, checkpoint, prepare
@@ -154,7 +165,10 @@ class Trainer:
         extra = load(path, distributed.unwrap(self.model), self.optimizer)
         self.epoch = int(extra.get("epoch", 0))
         self.history = [EpochStats(**h) for h in extra.get("history", [])]
-        if self.schedule is not None:
+        if self.schedule is not None and self.per_step:  # counted in optimizer steps
+            self.schedule.count = self.optimizer.step_count - 1
+            self.schedule.step()
+        elif self.schedule is not None:
             self.schedule.count = self.epoch
             self.optimizer.lr = self.schedule.lr_at(self.epoch)
 
@@ -171,12 +185,14 @@ class Trainer:
             bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{epochs}", self.progress)
             started = time.perf_counter()
             lr = self.optimizer.lr
-            train_loss, speed = train_epoch(self.model, self.optimizer, batches, bar)
+            train_loss, speed = train_epoch(self.model, self.optimizer, batches, bar,
+                                            schedule=self.schedule if self.per_step else None,
+                                            label_smoothing=self.label_smoothing)
             if bar is not None:
                 bar.close()
             test_loss, test_acc, _ = evaluate(self.model, test_images, test_labels, prepare=self.prepare)
             self.epoch += 1
-            if self.schedule is not None:
+            if self.schedule is not None and not self.per_step:
                 self.schedule.step()
             stats = EpochStats(self.epoch, train_loss, test_loss, test_acc, speed,
                                time.perf_counter() - started, lr)
