@@ -97,10 +97,12 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
     # a DataParallel's gradients are averaged during backward; finishing after it averages the
     # parameters no backward reached too
     finish_sync = getattr(model, "finish_gradient_sync", None)
+    checked = None
     for x, y in batches:
         optimizer.zero_grad()
         logits = model(x)
-        checked = label_range is not None and label_range[0] >= 0 and label_range[1] < logits.shape[1]
+        if checked is None:  # the iterator's label range against the class count the first logits show
+            checked = label_range is not None and label_range[0] >= 0 and label_range[1] < logits.shape[1]
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing, labels_checked=checked)
         weight = getattr(batches, "batch_weight", 1.0)  # 1 but for a last global batch split unevenly
         (loss if weight == 1.0 else loss * weight).backward()  # the images need no gradient: no dx

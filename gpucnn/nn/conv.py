@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backends.shapes import conv_output_size
-from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d
+from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d, positive_pair
 from ..init import DEFAULT_INIT, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
 
@@ -47,8 +47,8 @@ class Conv2d(Module):
         self.dtype = as_float_dtype(dtype, name)
         self.connection = None
         weight_shape, fan_in = self._weight_layout(connection)
-        self.weight = new_parameter(self, initialize(init, weight_shape, fan_in, self._fan_out(connection), rng,
-                                                     name), self.dtype)
+        self.weight = new_parameter(self, initialize(init, weight_shape, fan_in, self._fan_out(), rng, name),
+                                    self.dtype)
         self.bias = new_parameter(self, initial_bias(init, out_channels, fan_in, rng), self.dtype) if bias else None
         self._moved(self.backend)
 
@@ -57,8 +57,6 @@ class Conv2d(Module):
         return F.conv_spec(self._kernel_pair(kernel_size), stride, padding, dilation, groups, type(self).__name__)
 
     def _kernel_pair(self, kernel_size: Any) -> tuple[int, int]:
-        from ..functions.conv2d import positive_pair
-
         return positive_pair(kernel_size, "kernel_size", type(self).__name__)
 
     def _dense_shape(self) -> tuple[int, ...]:
@@ -82,7 +80,7 @@ class Conv2d(Module):
         self._conn_out, self._conn_in = np.nonzero(table.T)
         return (len(self._conn_out), kh, kw), int(round(table.sum(axis=0).mean())) * kh * kw
 
-    def _fan_out(self, connection: Any) -> int:
+    def _fan_out(self) -> int:
         kh, kw = self.kernel_size
         if self.connection is not None:
             return int(round(self.connection.sum(axis=1).mean())) * kh * kw
