@@ -6,6 +6,7 @@ CuPy without its compiler or the CUDA headers is reported by ``set_backend('cuda
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,17 @@ PROBE_SIZE = 32
 
 class CupyDevice:
     """Arrays are ``cupy.ndarray``; each kernel module is compiled once per process per
-    (dtype, index width) and cached (CuPy also caches the binary on disk)."""
+    (dtype, index width) and cached (CuPy also caches the binary on disk).
+
+    CUDA-graph capture (gpucnn/cuda_graph.py drives it): ``pool = new_graph_pool()``; a warm-up step
+    ``with using_graph_pool(pool)``; ``begin_capture(pool)``; one step; ``end_capture()`` -> a
+    ``CupyGraph`` whose ``replay()`` launches it on the current stream. The capture runs on a side
+    stream of its own (CUDA cannot capture the legacy default stream) with every allocation taken
+    from ``pool``, a private ``cupy.cuda.MemoryPool`` that the graph keeps: memory a graph reads and
+    writes is never handed to another array (PyTorch keeps a private pool per graph for the same
+    reason). The warm-up under the same pool and stream leaves freed blocks of the step's sizes in
+    the pool, so the capture needs no new cudaMalloc.
+    """
 
     def __init__(self) -> None:
         import cupy
@@ -46,11 +57,24 @@ class CupyDevice:
         #: device->host copies (to_numpy) and stream synchronizations asked for through this device
         self.host_transfer_count = 0
         self.sync_count = 0
+        self._capture: _Capture | None = None
+
+    @property
+    def capturing(self) -> bool:
+        return self._capture is not None
+
+    def _refuse_during_capture(self, what: str) -> None:
+        if self._capture is not None:
+            raise RuntimeError(f"cuda: {what} is not allowed during CUDA-graph capture (a captured stream cannot "
+                               f"wait for the host or copy host memory); do it before begin_capture or after "
+                               f"end_capture")
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
+        self._refuse_during_capture("asarray (a host->device copy)")
         return self.cupy.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        self._refuse_during_capture("to_numpy (a device->host copy)")
         self.host_transfer_count += 1
         return self.cupy.asnumpy(a)
 
@@ -58,8 +82,56 @@ class CupyDevice:
         return self.cupy.empty(shape, dtype=dtype)
 
     def synchronize(self) -> None:
+        self._refuse_during_capture("synchronize")
         self.sync_count += 1
         self.cupy.cuda.get_current_stream().synchronize()
+
+    # ------------------------------------------------------------------ CUDA-graph capture
+    def new_graph_pool(self) -> Any:
+        return _GraphPool(self.cupy)
+
+    def using_graph_pool(self, pool: _GraphPool) -> contextlib.AbstractContextManager:
+        """Within: CuPy allocates from ``pool`` and works on its stream (after what the current stream
+        has queued; the current stream then waits for it)."""
+        return pool.entered()
+
+    def begin_capture(self, pool: _GraphPool) -> None:
+        if self._capture is not None:
+            raise RuntimeError("cuda: begin_capture: a capture is already under way")
+        stack = contextlib.ExitStack()
+        stack.enter_context(pool.entered())
+        try:
+            pool.stream.begin_capture()  # CuPy's default mode is relaxed: the pool may still cudaMalloc
+        except BaseException:
+            stack.close()
+            raise
+        self._capture = _Capture(pool, stack)
+
+    def end_capture(self) -> CupyGraph:
+        capture, self._capture = self._capture, None
+        if capture is None:
+            raise RuntimeError("cuda: end_capture without begin_capture")
+        try:
+            graph = capture.pool.stream.end_capture()
+        finally:
+            capture.stack.close()
+        for dst, host in capture.uploads:  # on the current stream, before any replay is queued on it
+            dst.set(host)
+        return CupyGraph(graph, capture.pool)
+
+    def upload_after_capture(self, dst: Any, host: np.ndarray) -> None:
+        if self._capture is None:
+            raise RuntimeError("cuda: upload_after_capture is for use during a capture")
+        self._capture.uploads.append((dst, np.array(host, copy=True)))
+
+    def copy_from_host(self, dst: Any, host: np.ndarray) -> None:
+        """Overwrite ``dst`` in place (its address stays what a graph captured), on the current stream."""
+        self._refuse_during_capture("copy_from_host (a host->device copy)")
+        host = np.ascontiguousarray(host)
+        if host.shape != dst.shape or host.dtype != dst.dtype:
+            raise ValueError(f"cuda: copy_from_host: the device array is {dst.dtype} {dst.shape}, the host array "
+                             f"{host.dtype} {host.shape}")
+        dst.set(host)
 
     def _function(self, module: str, kernel: str, real: np.dtype, index64: bool) -> Any:
         key = (module, kernel, real.name, index64)
@@ -74,6 +146,47 @@ class CupyDevice:
     def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
                real: np.dtype, index64: bool, shared_mem: int = 0) -> None:
         self._function(module, kernel, real, index64)(grid, block, tuple(args), shared_mem=shared_mem)
+
+
+class _GraphPool:
+    """A private memory pool and the side stream a graph is captured on."""
+
+    def __init__(self, cupy: Any) -> None:
+        self.cupy = cupy
+        self.memory = cupy.cuda.MemoryPool()
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    @contextlib.contextmanager
+    def entered(self) -> Any:
+        outer = self.cupy.cuda.get_current_stream()
+        self.stream.wait_event(outer.record())
+        try:
+            with self.cupy.cuda.using_allocator(self.memory.malloc), self.stream:
+                yield self
+        finally:
+            if not self.stream.is_capturing():
+                outer.wait_event(self.stream.record())
+
+
+class _Capture:
+    def __init__(self, pool: _GraphPool, stack: contextlib.ExitStack) -> None:
+        self.pool, self.stack = pool, stack
+        self.uploads: list[tuple[Any, np.ndarray]] = []
+
+
+class CupyGraph:
+    """A captured step: ``replay()`` launches it on the current stream. It holds the private pool
+    whose memory the graph uses, so that memory outlives every replay."""
+
+    def __init__(self, graph: Any, pool: _GraphPool) -> None:
+        self.graph, self.pool = graph, pool
+        #: how often the graph has been replayed
+        self.replays = 0
+
+    def replay(self) -> None:
+        # on the current stream, in order with the eager work and the table uploads queued there
+        self.graph.launch(stream=self.pool.cupy.cuda.get_current_stream())
+        self.replays += 1
 
 
 def _cuda_major(cupy: Any) -> int | None:

@@ -15,6 +15,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -142,8 +143,92 @@ def build(module: str, real: str = "float", index64: bool = False, source: str |
     return target
 
 
+class SimGraph:
+    """cuda-sim's CUDA graph: the launches recorded between ``begin_capture`` and ``end_capture``,
+    run again, in order and with the same arguments, by each ``replay()``. It keeps alive every array
+    those launches name and every array allocated during the capture, so their addresses stay valid."""
+
+    def __init__(self, device: SimDevice) -> None:
+        self.device = device
+        self.launches: list[tuple] = []
+        self.arrays: list[np.ndarray] = []
+        self.uploads: list[tuple[np.ndarray, np.ndarray]] = []
+        #: how often the graph has been replayed
+        self.replays = 0
+
+    def replay(self) -> None:
+        """Run every recorded launch once more, in the order they were captured."""
+        if self.device.capturing:
+            raise RuntimeError("cuda-sim: a graph cannot be replayed while another capture is under way")
+        for launch in self.launches:
+            self.device._run(*launch)
+        self.replays += 1
+
+    @property
+    def kernel_launches(self) -> int:
+        return len(self.launches)
+
+
+class CapturedArray(np.ndarray):
+    """An array allocated during a cuda-sim capture. A NumPy operation on it while a capture is under
+    way raises: it would run once, now, and not at each replay (on a GPU it would be captured as a
+    CuPy kernel; on cuda-sim only our kernels are recorded). Outside a capture it is a plain array."""
+
+    capturing = False  # set by SimDevice.begin_capture / end_capture
+
+    @classmethod
+    def _refuse(cls, what: str) -> None:
+        if cls.capturing:
+            raise RuntimeError(f"cuda-sim: the array operation {what!r} on a device array is not allowed during "
+                               f"CUDA-graph capture: it would run once now and not at each replay. Only kernel "
+                               f"launches are recorded; run it before the capture or as a kernel")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self._refuse(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+        plain = [a.view(np.ndarray) if isinstance(a, CapturedArray) else a for a in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, CapturedArray) else a for a in kwargs["out"])
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if not (func is np.ascontiguousarray and self.flags.c_contiguous and len(args) == 1 and not kwargs):
+            self._refuse(func.__name__)
+        return super().__array_function__(func, types, args, kwargs)
+
+    def __getitem__(self, index):
+        simple = (int, slice, type(None), type(Ellipsis))
+        if not isinstance(index, simple) and not (isinstance(index, tuple) and all(isinstance(i, simple)
+                                                                                    for i in index)):
+            self._refuse("gather (fancy indexing)")
+        return super().__getitem__(index)
+
+    def __setitem__(self, index, value):
+        self._refuse("setitem")
+        super().__setitem__(index, value)
+
+    def astype(self, dtype, *args, **kwargs):
+        if not (np.dtype(dtype) == self.dtype and kwargs.get("copy", True) is False):
+            self._refuse("astype")
+        return super().astype(dtype, *args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        self._refuse("copy")
+        return super().copy(*args, **kwargs)
+
+    def fill(self, value):
+        self._refuse("fill")
+        super().fill(value)
+
+
 class SimDevice:
-    """A device whose memory is host memory and whose kernels run on the CPU cores."""
+    """A device whose memory is host memory and whose kernels run on the CPU cores.
+
+    CUDA-graph capture, as on the ``cuda`` device: ``begin_capture()``, the launches of one step,
+    ``end_capture()`` -> a ``SimGraph`` whose ``replay()`` runs them again. As a captured CUDA
+    stream, a capture records launches without running them, and it refuses what a capture cannot
+    hold: host->device and device->host copies, synchronize, and NumPy operations on the arrays it
+    allocated (``CapturedArray``). Arrays from ``empty`` during the capture belong to the graph.
+    """
 
     xp = np
     array_type = np.ndarray
@@ -164,6 +249,59 @@ class SimDevice:
         #: device->host copies (to_numpy) and synchronize calls: a training step should make none
         self.host_transfer_count = 0
         self.sync_count = 0
+        self._graph: SimGraph | None = None
+
+    @property
+    def capturing(self) -> bool:
+        """True between begin_capture and end_capture."""
+        return self._graph is not None
+
+    def _refuse_during_capture(self, what: str) -> None:
+        if self._graph is not None:
+            raise RuntimeError(f"cuda-sim: {what} is not allowed during CUDA-graph capture (a captured stream "
+                               f"cannot wait for the host or copy host memory); do it before begin_capture or "
+                               f"after end_capture")
+
+    # ------------------------------------------------------------------ CUDA-graph capture
+    def new_graph_pool(self) -> None:
+        """The memory a graph's arrays come from: on cuda-sim the graph itself keeps them alive."""
+        return None
+
+    def using_graph_pool(self, pool: Any) -> contextlib.AbstractContextManager:
+        """Allocations within come from ``pool`` (cuda: a private CuPy pool; here nothing changes)."""
+        return contextlib.nullcontext()
+
+    def begin_capture(self, pool: Any = None) -> None:
+        """From now until end_capture, launches are recorded, not run."""
+        if self._graph is not None:
+            raise RuntimeError("cuda-sim: begin_capture: a capture is already under way")
+        self._graph = SimGraph(self)
+        CapturedArray.capturing = True
+
+    def end_capture(self) -> SimGraph:
+        """The recorded launches as a graph; the tables asked for by upload_after_capture are filled now."""
+        if self._graph is None:
+            raise RuntimeError("cuda-sim: end_capture without begin_capture")
+        graph, self._graph = self._graph, None
+        CapturedArray.capturing = False
+        for dst, host in graph.uploads:
+            np.copyto(dst.view(np.ndarray), host)
+        return graph
+
+    def upload_after_capture(self, dst: np.ndarray, host: np.ndarray) -> None:
+        """Copy ``host`` into ``dst`` (allocated during the capture) when the capture ends, before any replay."""
+        if self._graph is None:
+            raise RuntimeError("cuda-sim: upload_after_capture is for use during a capture")
+        self._graph.uploads.append((dst, np.array(host, copy=True)))
+
+    def copy_from_host(self, dst: np.ndarray, host: np.ndarray) -> None:
+        """Overwrite device array ``dst`` with ``host`` (same shape and dtype): a graph's tables keep their address."""
+        self._refuse_during_capture("copy_from_host (a host->device copy)")
+        host = np.asarray(host)
+        if host.shape != dst.shape or host.dtype != dst.dtype:
+            raise ValueError(f"cuda-sim: copy_from_host: the device array is {dst.dtype} {dst.shape}, the host array "
+                             f"{host.dtype} {host.shape}")
+        np.copyto(dst.view(np.ndarray), host)
 
     def add_source(self, module: str, source: str) -> None:
         """Make ``module`` refer to CUDA C ``source`` instead of kernels/<module>.cu (to try a kernel
@@ -175,23 +313,30 @@ class SimDevice:
             del self._kernels[key]
 
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
+        self._refuse_during_capture("asarray (a host->device copy)")
         return np.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        self._refuse_during_capture("to_numpy (a device->host copy)")
         self.host_transfer_count += 1
-        return np.asarray(a)
+        return np.asarray(a).view(np.ndarray)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """Outputs start poisoned (NaN, or 0xA5 bytes), so an element no thread writes shows."""
         dtype = np.dtype(dtype)
         if dtype.kind == "f":
-            return np.full(shape, np.nan, dtype=dtype)
-        out = np.empty(shape, dtype=dtype)
-        out.view(np.uint8).fill(0xA5)
+            out = np.full(shape, np.nan, dtype=dtype)
+        else:
+            out = np.empty(shape, dtype=dtype)
+            out.view(np.uint8).fill(0xA5)
+        if self._graph is not None:
+            out = out.view(CapturedArray)
+            self._graph.arrays.append(out)
         return out
 
     def synchronize(self) -> None:
         """Launches return when the kernel has finished: nothing is queued (but the call is counted)."""
+        self._refuse_during_capture("synchronize")
         self.sync_count += 1
 
     def _kernel(self, module: str, kernel: str, real: np.dtype, index64: bool) -> tuple[Any, list[int], ctypes.CDLL]:
@@ -239,9 +384,17 @@ class SimDevice:
             if got != (kind, size):
                 raise TypeError(f"cuda-sim: {kernel} parameter {i} is a {size}-byte {_KINDS.get(kind, kind)}, but "
                                 f"the launcher passed a {got[1]}-byte {_KINDS.get(got[0], got[0])}")
-            keep_alive.append(holder)
+            keep_alive += [holder, arg]  # the array too: a recorded launch may run long after this call
             pointers[i] = holder.ctypes.data
         launch = Launch((ctypes.c_uint * 3)(*_dims(grid)), (ctypes.c_uint * 3)(*_dims(block)), shared_mem)
+        recorded = (kernel, function, lib, launch, pointers, keep_alive)
+        if self._graph is not None:  # a captured stream runs nothing
+            self._graph.launches.append(recorded)
+            return
+        self._run(*recorded)
+
+    def _run(self, kernel: str, function: Any, lib: ctypes.CDLL, launch: Launch, pointers: Any,
+             keep_alive: list[Any]) -> None:
         self.launch_counts[kernel] = self.launch_counts.get(kernel, 0) + 1
         with self._launch_lock:
             status = function(ctypes.byref(launch), pointers)
