@@ -6,8 +6,10 @@
 // on the host, the first block of each tensor; block b updates elements [c*1024, (c+1)*1024) of the
 // tensor t whose block range holds b (c = b - first block of t), four per thread. Each element gets
 // exactly the arithmetic of the one-tensor kernel (the shared *_step functions): bit-identical.
+// *_many_stepped: the same, with the hyper-parameters read from row step[0] of a per-step table in
+// device memory (a CUDA graph replays one launch whose learning rate changes every step).
 // Reference: NumpyBackend.sgd_update and NumpyBackend.adam_update (PyTorch's formulas);
-// NumpyBackend.sgd_update_many / adam_update_many loop over them.
+// NumpyBackend.sgd_update_many / adam_update_many loop over them; *_many_stepped read a table row.
 #include "common.cuh"
 
 __device__ __forceinline__ void sgd_step(real* param, const real* grad, index_t i, real lr, real weight_decay) {
@@ -100,10 +102,9 @@ __device__ __forceinline__ void for_chunk(const ManyTable& many, Step step) {
 }
 
 // table rows: params, grads[, velocities]; momentum is used only with velocities (arrays == 3)
-extern "C" __global__ void sgd_update_many(const long long* __restrict__ table, int tensors, int arrays, real lr,
-                                           real momentum, real weight_decay, int nesterov) {
-    const ManyTable many{table, tensors, arrays};
-    if (arrays == 2) {
+__device__ __forceinline__ void sgd_many(const ManyTable& many, real lr, real momentum, real weight_decay,
+                                         int nesterov) {
+    if (many.arrays == 2) {
         for_chunk(many, [&](real* p, const real* g, real*, real*, index_t i) { sgd_step(p, g, i, lr, weight_decay); });
     } else {
         for_chunk(many, [&](real* p, const real* g, real* velocity, real*, index_t i) {
@@ -112,12 +113,40 @@ extern "C" __global__ void sgd_update_many(const long long* __restrict__ table, 
     }
 }
 
+extern "C" __global__ void sgd_update_many(const long long* __restrict__ table, int tensors, int arrays, real lr,
+                                           real momentum, real weight_decay, int nesterov) {
+    sgd_many(ManyTable{table, tensors, arrays}, lr, momentum, weight_decay, nesterov);
+}
+
+// hyper: (steps, SGD_HYPER) rows of lr, momentum, weight_decay
+#define SGD_HYPER 3
+extern "C" __global__ void sgd_update_many_stepped(const long long* __restrict__ table, int tensors, int arrays,
+                                                   const real* __restrict__ hyper, const long long* __restrict__ step,
+                                                   int nesterov) {
+    const real* row = hyper + step[0] * SGD_HYPER;
+    sgd_many(ManyTable{table, tensors, arrays}, row[0], row[1], row[2], nesterov);
+}
+
 // table rows: params, grads, m, v
-extern "C" __global__ void adam_update_many(const long long* __restrict__ table, int tensors, real lr, real beta1,
-                                            real beta2, real eps, real weight_decay, int decoupled, real step_size,
-                                            real inv_bias2_sqrt) {
-    const ManyTable many{table, tensors, 4};
+__device__ __forceinline__ void adam_many(const ManyTable& many, real lr, real beta1, real beta2, real eps,
+                                          real weight_decay, int decoupled, real step_size, real inv_bias2_sqrt) {
     for_chunk(many, [&](real* p, const real* g, real* m, real* v, index_t i) {
         adam_step(p, g, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2_sqrt);
     });
+}
+
+extern "C" __global__ void adam_update_many(const long long* __restrict__ table, int tensors, real lr, real beta1,
+                                            real beta2, real eps, real weight_decay, int decoupled, real step_size,
+                                            real inv_bias2_sqrt) {
+    adam_many(ManyTable{table, tensors, 4}, lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
+              inv_bias2_sqrt);
+}
+
+// hyper: (steps, ADAM_HYPER) rows of lr, beta1, beta2, eps, weight_decay, step_size, inv_bias2_sqrt
+#define ADAM_HYPER 7
+extern "C" __global__ void adam_update_many_stepped(const long long* __restrict__ table, int tensors,
+                                                    const real* __restrict__ hyper,
+                                                    const long long* __restrict__ step, int decoupled) {
+    const real* row = hyper + step[0] * ADAM_HYPER;
+    adam_many(ManyTable{table, tensors, 4}, row[0], row[1], row[2], row[3], row[4], decoupled, row[5], row[6]);
 }

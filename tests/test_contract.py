@@ -1,6 +1,6 @@
 """One walk over the backend contract: each op has a NumPy and a CUDA face with the same signature,
-a kernel of its name (or a declared composition of kernels), a caller in gpucnn/functions or the
-optimizers, and a test that names it."""
+a kernel of its name (or a declared composition of kernels), a caller in gpucnn/functions, the
+optimizers or the CUDA-graph step, and a test that names it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ COMPOSED = {
     "conv2d_relu_maxpool2d_forward": ["conv2d_forward", "maxpool2d_forward"],
     "conv2d_relu_maxpool2d_backward": ["maxpool2d_backward", "conv2d_backward_input"],
     "linear_backward": ["linear_backward_weight", "linear_backward_input"],
+    "softmax_cross_entropy_accumulate": ["softmax_cross_entropy", "loss_accumulate"],
 }
 #: host/device movement: no kernel, no Function
 MOVERS = {"asarray", "to_numpy"}
@@ -32,7 +33,9 @@ def _kernels() -> set[str]:
 
 
 def _callers() -> str:
-    files = sorted((ROOT / "gpucnn" / "functions").glob("*.py")) + [ROOT / "gpucnn" / "optim.py"]
+    # the CUDA-graph step (gather, loss sum, counter) calls its ops from gpucnn/cuda_graph.py
+    files = sorted((ROOT / "gpucnn" / "functions").glob("*.py")) + [ROOT / "gpucnn" / n for n in ("optim.py",
+                                                                                                  "cuda_graph.py")]
     return "\n".join(path.read_text() for path in files)
 
 

@@ -59,6 +59,55 @@ def test_adam_update_many_is_the_per_tensor_update(backend, rng, dtype, decouple
         _same(backend, mine, ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, True)])
+def test_sgd_update_many_stepped_reads_its_row_bit_for_bit(backend, rng, dtype, momentum, nesterov):
+    """The CUDA-graph form: lr, momentum and weight decay of row step[0] of a device table, bit for
+    bit sgd_update_many given those values, and another row at each step."""
+    hyper = np.array([[0.05, momentum, 1e-4], [0.02, momentum * 0.9, 0.0], [0.1, momentum, 1e-3]], dtype)
+    params = _arrays(backend, rng, dtype)
+    state = [backend.xp.zeros_like(p) for p in params] if momentum else None
+    ref_params, ref_state = _copies(backend, params), (_copies(backend, state) if momentum else None)
+    table = backend.asarray(hyper)
+    for row in (0, 2, 1):
+        step = backend.asarray(np.array([row], np.int64))
+        grads = _arrays(backend, rng, dtype)
+        backend.sgd_update_many_stepped(params, grads, state, table, step, nesterov)
+        lr, mu, wd = (float(h) for h in hyper[row])
+        backend.sgd_update_many(ref_params, grads, ref_state, lr, mu, wd, nesterov)
+    _same(backend, params, ref_params)
+    if momentum:
+        _same(backend, state, ref_state)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_update_many_stepped_reads_its_row_bit_for_bit(backend, rng, decoupled):
+    """Row t-1 holds step t's values as Adam.table_row computes them: bit for bit adam_update_many."""
+    opt = gpucnn.optim.AdamW if decoupled else gpucnn.optim.Adam
+    with gpucnn.use_backend(backend.name):
+        optimizer = opt([gpucnn.nn.Parameter(backend.asarray(np.zeros(1, np.float32)))], lr=1e-2, weight_decay=1e-2)
+    rows = []
+    for _ in range(3):
+        optimizer.step_count += 1
+        rows.append(optimizer.table_row())
+    hyper = backend.asarray(np.asarray(rows, np.float32))
+    params = _arrays(backend, rng)
+    ms, vs = [backend.xp.zeros_like(p) for p in params], [backend.xp.zeros_like(p) for p in params]
+    refs = [_copies(backend, a) for a in (params, ms, vs)]
+    for t in range(1, 4):
+        grads = _arrays(backend, rng)
+        step = backend.asarray(np.array([t - 1], np.int64))
+        backend.adam_update_many_stepped(params, grads, ms, vs, hyper, step, decoupled)
+        backend.adam_update_many(*refs[:1], grads, *refs[1:], t, 1e-2, 0.9, 0.999, 1e-8, 1e-2, decoupled)
+    if backend.name == "numpy":  # the reference rounds 1/sqrt(1 - beta2^t) as the kernel does, not as adam_update
+        for mine, ref in zip((params, ms, vs), refs):
+            for a, b in zip(mine, ref):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        return
+    for mine, ref in zip((params, ms, vs), refs):
+        _same(backend, mine, ref)
+
+
 def test_many_updates_check_their_lists(backend, rng):
     params = _arrays(backend, rng)
     with pytest.raises(ValueError, match="equal|strict|shorter|longer"):

@@ -176,6 +176,15 @@ def test_every_kernel_is_emulated(sim, rng):
     sim.sgd_update_many([p], [p.copy()], None, 0.1, 0, 0, False)
     sim.adam_update_many([p], [p.copy()], [np.zeros(5, np.float32)], [np.zeros(5, np.float32)], 1, 0.1, 0.9, 0.99,
                          1e-8, 0, False)
+    # the CUDA-graph step's kernels (tests/test_cuda_graph.py checks them against their references)
+    step, keys = np.zeros(1, np.int64), np.zeros((1, 1), np.uint32)
+    sim.dropout_forward_stepped(x, 0.5, keys, step, 0)
+    sim.softmax_cross_entropy_accumulate(x.reshape(12, 12), np.zeros(12, np.int32), np.zeros(1))
+    sim.gather_batch(x, np.zeros(2, np.int32), np.arange(2, dtype=np.int32), None, step, 2, 2, 0, x.min().reshape(1))
+    sim.step_advance(step)
+    sim.sgd_update_many_stepped([p], [p.copy()], None, np.zeros((2, 3), np.float32), step, False)
+    sim.adam_update_many_stepped([p], [p.copy()], [np.zeros(5, np.float32)], [np.zeros(5, np.float32)],
+                                 np.full((2, 7), 0.5, np.float32), step, False)
     rows, weight = x.reshape(24, 6), w.reshape(6, 6)
     sim.linear_backward(sim.linear_forward(rows, weight, None), rows, weight)
     every = {name for module in kernel_modules() for name in kernel_names(kernel_source(module))}

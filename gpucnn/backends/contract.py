@@ -76,6 +76,10 @@ OPS: dict[str, str] = {
         "(x, p, seed) -> (y, mask); mask: uint8, same shape; the mask is a pure function of "
         "(seed, flat index), identical on every backend"
     ),
+    "dropout_forward_stepped": (
+        "(x, p, keys, step, slot) -> (y, mask); dropout_forward with the key (dropout_key of a seed) read from "
+        "device memory: keys: uint32 (steps, slots), step: int64 (1,), the key keys[step[0], slot] (CUDA graphs)"
+    ),
     "dropout_backward": "(dy, mask, p) -> dx",
     # fully connected
     "linear_forward": (
@@ -92,6 +96,19 @@ OPS: dict[str, str] = {
         "(logits, labels) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
         "loss: 0-d array (mean over N), dlogits: (N, K) = (softmax - onehot) / N"
     ),
+    "softmax_cross_entropy_accumulate": (
+        "(logits, labels, total) -> dlogits; labels: int32 (N,); dlogits bit for bit softmax_cross_entropy's; "
+        "total: float64 (1,), in place += the N rows' losses, added in order in float64"
+    ),
+    # a training step's data and counter, on the device (CUDA graphs: nothing per step is an argument)
+    "gather_batch": (
+        "(images, labels, order, offsets|None, step, batch_stride, count, max_shift, background) -> (x, y); "
+        "images: (N, C, H, W), labels, order: int32 (N,), offsets: int32 (N, 2), step: int64 (1,), background: a "
+        "0-d or (1,) array of the images' dtype; row b is image order[step[0] * batch_stride + b] shifted by its "
+        "offsets row (dy, dx) (x[b, c, h, w] = image[c, h + dy, w + dx], background outside) when max_shift > 0; "
+        "x: (count, C, H, W), y: int32 (count,) its labels"
+    ),
+    "step_advance": "(step) -> None; step: int64 (1,), in place += 1",
     # optimizer updates (in place on param and state)
     "sgd_update": "(param, grad, velocity|None, lr, momentum, weight_decay, nesterov) -> None",
     "adam_update": (
@@ -104,6 +121,14 @@ OPS: dict[str, str] = {
     "adam_update_many": (
         "(params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None; bit for bit "
         "adam_update on each (param, grad, m, v); a backend may update them all at once"
+    ),
+    "sgd_update_many_stepped": (
+        "(params, grads, velocities|None, hyper, step, nesterov) -> None; bit for bit sgd_update_many with lr, "
+        "momentum, weight_decay from row step[0] of hyper: (steps, 3) of the params' dtype; step: int64 (1,)"
+    ),
+    "adam_update_many_stepped": (
+        "(params, grads, ms, vs, hyper, step, decoupled) -> None; bit for bit adam_update_many with row step[0] of "
+        "hyper: (steps, 7) of lr, beta1, beta2, eps, weight_decay, lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)"
     ),
     # host/device movement
     "asarray": "(array_like, dtype=None) -> array on this backend",

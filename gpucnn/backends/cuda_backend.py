@@ -43,6 +43,7 @@ LINEAR_TILE = 64            # linear.cu's LINEAR_TILE (rows and columns of an ou
 LINEAR_THREADS = 256        # linear.cu: threads of a block, each computing 4x4 outputs of a tile
 MANY_CHUNK = 1024           # optimizers.cu's MANY_CHUNK: elements per block of the *_many updates
 MANY_TABLES = 16            # pointer tables kept on the device for the *_many updates (oldest dropped first)
+SGD_HYPER, ADAM_HYPER = 3, 7  # optimizers.cu: columns of the *_many_stepped kernels' per-step tables
 INDEX32_LIMIT = 2 ** 31
 
 
@@ -57,6 +58,14 @@ class Device(Protocol):
     def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
                real: np.dtype, index64: bool, shared_mem: int = 0) -> None: ...
     def synchronize(self) -> None: ...
+    # CUDA-graph capture (gpucnn/cuda_graph.py): while capturing, launches are recorded, not run
+    capturing: bool
+    def new_graph_pool(self) -> Any: ...
+    def using_graph_pool(self, pool: Any) -> Any: ...
+    def begin_capture(self, pool: Any) -> None: ...
+    def end_capture(self) -> Any: ...  # a graph with replay()
+    def copy_from_host(self, dst: Any, host: np.ndarray) -> None: ...
+    def upload_after_capture(self, dst: Any, host: np.ndarray) -> None: ...
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -354,6 +363,18 @@ class CudaBackend(Backend):
                           _Real(dropout_scale(p)), _Index(x.size)], x.dtype, (x,))
         return y, mask
 
+    def dropout_forward_stepped(self, x, p, keys, step, slot):
+        x = self._input(x, "dropout_forward_stepped x")
+        keys = self._input(keys, "dropout_forward_stepped keys", np.uint32)
+        step = self._input(step, "dropout_forward_stepped step", np.int64)
+        y = self.device.empty(x.shape, x.dtype)
+        mask = self.device.empty(x.shape, np.uint8)
+        if x.size:
+            self._launch("dropout", "dropout_forward_stepped", self._elementwise_grid(x.size), (BLOCK,),
+                         [x, y, mask, keys, step, np.int32(keys.shape[1]), np.int32(slot),
+                          np.uint32(dropout_threshold(p)), _Real(dropout_scale(p)), _Index(x.size)], x.dtype, (x,))
+        return y, mask
+
     def dropout_backward(self, dy, mask, p):
         dy = self._input(dy, "dropout_backward dy")
         mask = self._input(mask, "dropout_backward mask", np.uint8)
@@ -420,6 +441,44 @@ class CudaBackend(Backend):
                      (logits,))
         return row_loss.sum() / logits.dtype.type(n), grad
 
+    def softmax_cross_entropy_accumulate(self, logits, labels, total):
+        logits = self._input(logits, "softmax_cross_entropy_accumulate logits")
+        labels = self._input(labels, "softmax_cross_entropy_accumulate labels", np.int32)
+        total = self._in_place(total, "softmax_cross_entropy_accumulate total", np.float64)
+        n, k = logits.shape
+        row_loss = self.device.empty((n,), logits.dtype)
+        grad = self.device.empty((n, k), logits.dtype)
+        self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, 4),), (128,),
+                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n)], logits.dtype, (logits,))
+        self._launch("graph_step", "loss_accumulate", (1,), (1,), [row_loss, total, _Index(n)], logits.dtype,
+                     (logits,))
+        return grad
+
+    # ------------------------------------------------------------------ a step's data and counter (CUDA graphs)
+    # images: (N, C, H, W), labels/order: int32 (N,), offsets: int32 (N, 2) -> x: (count, C, H, W), y: int32 (count,)
+    def gather_batch(self, images, labels, order, offsets, step, batch_stride, count, max_shift, background):
+        images = self._input(images, "gather_batch images")
+        labels = self._input(labels, "gather_batch labels", np.int32)
+        order = self._input(order, "gather_batch order", np.int32)
+        step = self._input(step, "gather_batch step", np.int64)
+        background = self._input(background, "gather_batch background", images.dtype)
+        shifts = order if offsets is None else self._input(offsets, "gather_batch offsets", np.int32)
+        if max_shift > 0 and offsets is None:
+            raise ValueError(f"gather_batch: max_shift={max_shift} needs a table of offsets, got None")
+        n, c, h, w = images.shape
+        x = self.device.empty((count, c, h, w), images.dtype)
+        y = self.device.empty((count,), np.int32)
+        if x.size:
+            self._launch("graph_step", "gather_batch", self._elementwise_grid(x.size), (BLOCK,),
+                         [images, labels, order, shifts, step, background, x, y, _Index(batch_stride),
+                          _Index(count), _Index(c), _Index(h), _Index(w), np.int32(max(max_shift, 0))],
+                         images.dtype, (images,))
+        return x, y
+
+    def step_advance(self, step):
+        step = self._in_place(step, "step_advance step", np.int64)
+        self._launch("graph_step", "step_advance", (1,), (1,), [step], np.dtype(np.float32), (step,))
+
     # ------------------------------------------------------------------ optimizers
     def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
         param = self._in_place(param, "sgd_update param", None)
@@ -467,6 +526,35 @@ class CudaBackend(Backend):
                           _Real(weight_decay), np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt)],
                          checked[0][0].dtype, tuple(checked[0]))
 
+    def sgd_update_many_stepped(self, params, grads, velocities, hyper, step, nesterov):
+        rows = [params, grads] + ([] if velocities is None else [velocities])
+        many = self._many_table("sgd_update_many_stepped", rows)
+        if many is not None:
+            table, blocks, checked = many
+            real = checked[0][0].dtype
+            self._launch("optimizers", "sgd_update_many_stepped", (blocks,), (BLOCK,),
+                         [table, np.int32(len(params)), np.int32(len(rows)),
+                          self._hyper(hyper, "sgd_update_many_stepped", real, SGD_HYPER),
+                          self._input(step, "sgd_update_many_stepped step", np.int64), np.int32(bool(nesterov))],
+                         real, tuple(checked[0]))
+
+    def adam_update_many_stepped(self, params, grads, ms, vs, hyper, step, decoupled):
+        many = self._many_table("adam_update_many_stepped", [params, grads, ms, vs])
+        if many is not None:
+            table, blocks, checked = many
+            real = checked[0][0].dtype
+            self._launch("optimizers", "adam_update_many_stepped", (blocks,), (BLOCK,),
+                         [table, np.int32(len(params)),
+                          self._hyper(hyper, "adam_update_many_stepped", real, ADAM_HYPER),
+                          self._input(step, "adam_update_many_stepped step", np.int64), np.int32(bool(decoupled))],
+                         real, tuple(checked[0]))
+
+    def _hyper(self, hyper: Any, kernel: str, real: np.dtype, columns: int) -> Any:
+        hyper = self._input(hyper, f"{kernel} hyper", real)
+        if hyper.ndim != 2 or hyper.shape[1] != columns:
+            raise ValueError(f"{kernel}: hyper must be a (steps, {columns}) table, got shape {hyper.shape}")
+        return hyper
+
     def _many_table(self, kernel: str, arrays: list[list[Any]]) -> tuple | None:
         """(table, blocks, checked arrays) for a *_many launch over rows of equally long lists
         (params, grads, state...), or None when there is nothing to update. The caller holds the
@@ -502,11 +590,21 @@ class CudaBackend(Backend):
             first = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
             host = np.concatenate([np.asarray(pointers, dtype=np.uint64).view(np.int64).ravel(),
                                    np.asarray(sizes, dtype=np.int64), first])
-            table = (self.device.asarray(host), int(first[-1]))
+            table = (self._upload(host), int(first[-1]))
             if len(self._many_tables) >= MANY_TABLES:
                 self._many_tables.pop(next(iter(self._many_tables)))
         self._many_tables[key] = table  # now the most recently used
         return None if table[1] == 0 else (*table, checked)
+
+    def _upload(self, host: np.ndarray) -> Any:
+        """``host`` on the device. During a CUDA-graph capture no host->device copy may run: the array
+        comes from the capture's memory and is filled when the capture ends, before any replay reads it
+        (a captured launch reads its memory when it runs, not when it is recorded)."""
+        if not getattr(self.device, "capturing", False):
+            return self.device.asarray(host)
+        table = self.device.empty(host.shape, host.dtype)
+        self.device.upload_after_capture(table, host)
+        return table
 
 
 def _pointer(a: Any) -> int:

@@ -247,11 +247,15 @@ def _hash32(x: np.ndarray) -> np.ndarray:
 
 def dropout_mask(shape: tuple[int, ...], p: float, seed: int) -> np.ndarray:
     """uint8 keep-mask, a pure function of (seed, flat index): the reference for dropout.cu."""
+    return _dropout_mask_for_key(shape, p, dropout_key(seed))
+
+
+def _dropout_mask_for_key(shape: tuple[int, ...], p: float, key: int) -> np.ndarray:
     count = int(np.prod(shape))
     index = np.arange(count, dtype=np.uint64)
     low = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     high = (index >> np.uint64(32)).astype(np.uint32)
-    h = _hash32(low ^ _hash32(high ^ np.uint32(dropout_key(seed))))
+    h = _hash32(low ^ _hash32(high ^ np.uint32(key)))
     keep = (h >> np.uint32(8)) >= np.uint32(dropout_threshold(p))
     return keep.astype(np.uint8).reshape(shape)
 
@@ -840,6 +844,11 @@ class NumpyBackend(Backend):
         scale = x.dtype.type(dropout_scale(p))
         return x * mask * scale, mask
 
+    # keys: uint32 (steps, slots), step: int64 (1,): the key of row step[0], column slot (CUDA graphs)
+    def dropout_forward_stepped(self, x, p, keys, step, slot):
+        mask = _dropout_mask_for_key(x.shape, p, int(keys[int(step[0]), slot]))
+        return x * mask * x.dtype.type(dropout_scale(p)), mask
+
     def dropout_backward(self, dy, mask, p):
         scale = dy.dtype.type(dropout_scale(p))
         return dy * mask * scale
@@ -877,6 +886,30 @@ class NumpyBackend(Backend):
         grad /= n
         return np.asarray(loss, dtype=logits.dtype), grad
 
+    # total: float64 (1,), in place += the rows' losses added in order (cumsum is sequential)
+    def softmax_cross_entropy_accumulate(self, logits, labels, total):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        rows = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(logits)), labels]
+        total += np.cumsum(rows.astype(np.float64))[-1:]
+        return self.softmax_cross_entropy(logits, labels)[1]
+
+    # ---------------------------------------------------------------- a step's data and counter (CUDA graphs)
+    def gather_batch(self, images, labels, order, offsets, step, batch_stride, count, max_shift, background):
+        rows = int(step[0]) * batch_stride + np.arange(count)
+        x, y = images[order[rows]], labels[order[rows]].astype(np.int32)
+        if max_shift <= 0:
+            return x, y
+        _, _, h, w = x.shape
+        sh = np.arange(h)[None, :] + offsets[rows, :1]  # (count, H) source rows
+        sw = np.arange(w)[None, :] + offsets[rows, 1:]  # (count, W) source columns
+        inside = ((sh >= 0) & (sh < h))[:, None, :, None] & ((sw >= 0) & (sw < w))[:, None, None, :]
+        picked = x[np.arange(count)[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
+                   np.clip(sh, 0, h - 1)[:, None, :, None], np.clip(sw, 0, w - 1)[:, None, None, :]]
+        return np.where(inside, picked, background).astype(x.dtype), y
+
+    def step_advance(self, step):
+        step += 1
+
     # ---------------------------------------------------------------- optimizers
     def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, nesterov):
         g = grad + param * param.dtype.type(weight_decay) if weight_decay else grad
@@ -887,6 +920,13 @@ class NumpyBackend(Backend):
         param -= param.dtype.type(lr) * g
 
     def adam_update(self, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        root = param.dtype.type(np.sqrt(1 - beta2 ** step))
+        self._adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, lr / (1 - beta1 ** step),
+                   lambda v: np.sqrt(v) / root)
+
+    @staticmethod
+    def _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, corrected_root):
+        """One Adam update; corrected_root(v) = sqrt(v / (1 - beta2^t)), which the two callers round differently."""
         t = param.dtype.type
         if weight_decay and decoupled:
             param *= t(1 - lr * weight_decay)
@@ -895,9 +935,7 @@ class NumpyBackend(Backend):
         m += t(1 - beta1) * g
         v *= t(beta2)
         v += t(1 - beta2) * g * g
-        step_size = lr / (1 - beta1 ** step)
-        denom = np.sqrt(v) / t(np.sqrt(1 - beta2 ** step)) + t(eps)
-        param -= t(step_size) * m / denom
+        param -= t(step_size) * m / (corrected_root(v) + t(eps))
 
     def sgd_update_many(self, params, grads, velocities, lr, momentum, weight_decay, nesterov):
         for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
@@ -907,3 +945,15 @@ class NumpyBackend(Backend):
     def adam_update_many(self, params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled):
         for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
             self.adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+    # hyper: (steps, 3) rows of lr, momentum, weight decay; (steps, 7) for Adam, as optimizers.cu's
+    def sgd_update_many_stepped(self, params, grads, velocities, hyper, step, nesterov):
+        lr, momentum, weight_decay = (float(h) for h in hyper[int(step[0])])
+        self.sgd_update_many(params, grads, velocities, lr, momentum, weight_decay, nesterov)
+
+    def adam_update_many_stepped(self, params, grads, ms, vs, hyper, step, decoupled):
+        lr, beta1, beta2, eps, weight_decay, step_size, inv_bias2_sqrt = (float(h) for h in hyper[int(step[0])])
+        scale = hyper.dtype.type(inv_bias2_sqrt)
+        for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
+            self._adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
+                       lambda v: np.sqrt(v) * scale)
