@@ -240,7 +240,7 @@ def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np,
         return x
     n, c, h, w = x.shape
     if offsets is None:
-        offsets = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
+        offsets = shift_offsets(rng, n, max_shift)
     if background is None:
         background = x.min()  # a 0-d array where x is: float() of it would wait for the device
     padded = xp.empty((n, c, h + 2 * max_shift, w + 2 * max_shift), dtype=x.dtype)
@@ -250,6 +250,12 @@ def random_shift(x: Any, max_shift: int, rng: np.random.Generator, xp: Any = np,
     cols = xp.asarray(np.arange(w)[None, :] + max_shift + offsets[:, 1:])   # (N, W)
     batch = xp.arange(n)[:, None, None]
     return xp.stack([padded[batch, ch, rows[:, :, None], cols[:, None, :]] for ch in range(c)], axis=1)
+
+
+def shift_offsets(rng: np.random.Generator, count: int, max_shift: int) -> np.ndarray:
+    """(count, 2) random (dy, dx) in [-max_shift, max_shift]: one batch's shifts, drawn as
+    ``BatchIterator`` and ``gpucnn.cuda_graph.GraphedStep`` both draw them (one call per batch)."""
+    return rng.integers(-max_shift, max_shift + 1, size=(count, 2))
 
 
 def shard_slice(count: int, rank: int, world_size: int) -> slice:
@@ -298,6 +304,8 @@ class BatchIterator:
         self.images = backend.asarray(images) if resident else images
         self.labels = backend.asarray(labels) if resident else labels
         self.count = len(images)
+        #: what random shifts fill with (a 0-d array where the images are; None without shifts)
+        self.background = self.images.min() if max_shift > 0 and self.count else None
         #: (smallest, largest) label, found here once so that no training step has to copy its labels
         #: back to check their range (``train_epoch`` compares it with the number of classes); None
         #: when the labels are not integers or there are none
@@ -321,7 +329,7 @@ class BatchIterator:
                 continue
             x, y = self.images[index], self.labels[index]
             if self.max_shift:
-                x = random_shift(x, self.max_shift, self.rng, xp)
+                x = random_shift(x, self.max_shift, self.rng, xp, background=self.background)
             if not self.resident:
                 x, y = self.backend.asarray(x), self.backend.asarray(y)
             yield x, y
@@ -333,8 +341,8 @@ class BatchIterator:
         local = index[part]
         x, y = self.images[local], self.labels[local]
         if self.max_shift:
-            offsets = self.rng.integers(-self.max_shift, self.max_shift + 1, size=(len(index), 2))[part]
-            x = random_shift(x, self.max_shift, self.rng, xp, offsets, self.images[index].min())
+            offsets = shift_offsets(self.rng, len(index), self.max_shift)[part]
+            x = random_shift(x, self.max_shift, self.rng, xp, offsets, self.background)
         if not self.resident:
             x, y = self.backend.asarray(x), self.backend.asarray(y)
         return x, y

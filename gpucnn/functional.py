@@ -18,7 +18,7 @@ from .functions.checks import check_float_input, check_same_dtype
 from .functions.conv2d import ConvSpec, ExpandConnections, positive_pair, resolve_padding
 from .functions.conv2d import conv2d as _conv2d
 from .functions.conv2d import conv2d_relu_max_pool2d as _conv2d_relu_max_pool2d
-from .functions.dropout import Dropout
+from .functions.dropout import Dropout, seed_source
 from .functions.linear import Linear
 from .functions.lppool2d import lp_pool2d as _lp_pool2d
 from .functions.maxpool2d import max_pool2d as _max_pool2d
@@ -182,19 +182,24 @@ def _activation_input(x: Any, owner: str) -> Tensor:
 
 
 def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False,
-            seed: int | None = None) -> Tensor:
+            seed: int | None = None, generator: np.random.Generator | None = None) -> Tensor:
     """Zero each element with probability p (scaling the rest by 1/(1-p)) when ``training``.
-    The mask is a hash of (seed, element index); without ``seed`` one is drawn from gpucnn's
-    default generator (``gpucnn.manual_seed``)."""
+    The mask is a hash of (seed, element index); without ``seed`` one is drawn from ``generator``,
+    or gpucnn's default generator (``gpucnn.manual_seed``). Inside a CUDA-graph step
+    (``gpucnn.cuda_graph``) the seed comes from the step's table on the device instead: the value
+    this call would have drawn, drawn ahead for every step of the epoch."""
     x = _activation_input(input, "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
     if not training or p == 0.0:
         return x
     if seed is None:
-        from .init import default_rng
+        if generator is None:
+            from .init import default_rng
 
-        seed = int(default_rng().integers(0, 1 << 63))
+            generator = default_rng()
+        source = seed_source()
+        seed = source.table_seed(generator) if source is not None else int(generator.integers(0, 1 << 63))
     return Dropout.apply(x, float(p), seed)
 
 

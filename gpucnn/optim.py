@@ -42,18 +42,45 @@ class Optimizer:
 
     def step(self) -> None:
         self.step_count += 1
+        for backend, params in self._groups():
+            self._update(backend, params)
+
+    def _groups(self) -> list[tuple[Any, list[Parameter]]]:
         # one update call per (backend, dtype): a model whose parameters all live on one backend in
         # one dtype is updated by one op
         groups: dict[tuple[int, Any], tuple[Any, list[Parameter]]] = {}
         for p in self.params:
             if p.grad is not None:
                 groups.setdefault((id(p.backend), p.data.dtype), (p.backend, []))[1].append(p)
-        for backend, params in groups.values():
-            self._update(backend, params)
+        return list(groups.values())
 
     def _update(self, backend: Any, params: list[Parameter]) -> None:
         """Update ``params`` (all with gradients, on ``backend``, of one dtype)."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- per-step tables (CUDA graphs)
+    def table_row(self) -> list[float]:
+        """This step's hyper-parameters as one row of the table ``step_from_table`` reads (after
+        ``step_count`` has been advanced to the step, as ``step`` does before it updates)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-step table form (CUDA graphs)")
+
+    def step_from_table(self, hyper: Any, step: Any) -> None:
+        """What ``step()`` does, with the hyper-parameters read on the device from row ``step[0]`` of
+        ``hyper`` (rows of ``table_row``, planned ahead by gpucnn.cuda_graph), so that a captured step
+        replays with each step's values. ``step_count`` is not advanced: the plan advanced it."""
+        groups = self._groups()
+        if len(groups) > 1:
+            raise ValueError(f"{type(self).__name__}.step_from_table: the parameters with gradients are on "
+                             f"{len(groups)} (backend, dtype) pairs; a table-driven step needs them all on one")
+        for backend, params in groups:
+            self._ensure_state(backend, params)
+            self._update_from_table(backend, params, hyper, step)
+
+    def _ensure_state(self, backend: Any, params: list[Parameter]) -> None:
+        """Create missing optimizer state (zeros) for ``params``."""
+
+    def _update_from_table(self, backend: Any, params: list[Parameter], hyper: Any, step: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no per-step table form (CUDA graphs)")
 
     def hyperparameters(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.hyper} | {"step_count": self.step_count}
@@ -78,13 +105,25 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
 
-    def _update(self, backend: Any, params: list[Parameter]) -> None:
-        velocities = None
+    def _ensure_state(self, backend: Any, params: list[Parameter]) -> None:
         if self.momentum:
             for p in params:
                 if "velocity" not in p.state:
                     p.state["velocity"] = backend.xp.zeros_like(p.data)
-            velocities = [p.state["velocity"] for p in params]
+
+    def _velocities(self, params: list[Parameter]) -> list[Any] | None:
+        return [p.state["velocity"] for p in params] if self.momentum else None
+
+    def table_row(self) -> list[float]:
+        return [self.lr, self.momentum, self.weight_decay]
+
+    def _update_from_table(self, backend: Any, params: list[Parameter], hyper: Any, step: Any) -> None:
+        backend.sgd_update_many_stepped([p.data for p in params], [p.grad.data for p in params],
+                                        self._velocities(params), hyper, step, self.nesterov)
+
+    def _update(self, backend: Any, params: list[Parameter]) -> None:
+        self._ensure_state(backend, params)
+        velocities = self._velocities(params)
         hyper = (self.lr, self.momentum, self.weight_decay, self.nesterov)
         if len(params) == 1:  # no table of pointers to build
             backend.sgd_update(params[0].data, params[0].grad.data, None if velocities is None else velocities[0],
@@ -105,11 +144,25 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps, self.weight_decay = float(eps), float(weight_decay)
 
-    def _update(self, backend: Any, params: list[Parameter]) -> None:
+    def _ensure_state(self, backend: Any, params: list[Parameter]) -> None:
         for p in params:
             if "m" not in p.state:
                 p.state["m"] = backend.xp.zeros_like(p.data)
                 p.state["v"] = backend.xp.zeros_like(p.data)
+
+    def table_row(self) -> list[float]:
+        # the same float64 expressions as CudaBackend.adam_update_many, so the float32 values agree
+        t = self.step_count
+        return [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.lr / (1 - self.beta1 ** t),
+                1 / math.sqrt(1 - self.beta2 ** t)]
+
+    def _update_from_table(self, backend: Any, params: list[Parameter], hyper: Any, step: Any) -> None:
+        backend.adam_update_many_stepped([p.data for p in params], [p.grad.data for p in params],
+                                         [p.state["m"] for p in params], [p.state["v"] for p in params], hyper, step,
+                                         self.decoupled)
+
+    def _update(self, backend: Any, params: list[Parameter]) -> None:
+        self._ensure_state(backend, params)
         hyper = (self.step_count, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
         if len(params) == 1:  # no table of pointers to build
             p = params[0]

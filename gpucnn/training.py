@@ -17,6 +17,7 @@ import numpy as np
 from . import distributed
 from . import functional as F
 from .autograd import no_grad
+from .cuda_graph import GRAPH_BACKENDS, GraphedStep
 from .datasets import BatchIterator
 from .nn.loss import CrossEntropyLoss
 from .nn.module import Module
@@ -127,6 +128,26 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
     return total / seen, seen / (time.perf_counter() - started)
 
 
+def train_epoch_graphed(step: GraphedStep, rng: np.random.Generator, bar: Any = None,
+                        refresh_every: int = PROGRESS_EVERY,
+                        schedule: LRSchedule | None = None) -> tuple[float, float]:
+    """``train_epoch`` for a ``cuda_graph.GraphedStep``: the epoch's order and shifts from ``rng``,
+    each full batch one graph replay; returns (mean training loss, images per second)."""
+    started = time.perf_counter()
+    step.begin_epoch(rng, schedule)
+    for done in range(1, step.steps + 1):
+        step.step()
+        if bar is not None:
+            bar.update(1)
+            if done % refresh_every == 0:
+                _show(bar, step.loss_sum(), step.images_done, started)
+    step.backend.synchronize()
+    total = step.loss_sum()
+    if bar is not None:
+        _show(bar, total, step.count, started)
+    return total / step.count, step.count / (time.perf_counter() - started)
+
+
 def _show(bar: Any, total: float, seen: int, started: float) -> None:
     bar.set_postfix_str(f"loss {total / max(seen, 1):.4f}, {seen / (time.perf_counter() - started):,.0f} img/s")
 
@@ -140,13 +161,17 @@ class Trainer:
     with any world size).
 
     A ``schedule`` is stepped after every epoch, or after every optimizer step when it says
-    ``per_step = True`` (``optim.OneCycleLR``); ``label_smoothing`` smooths the training loss."""
+    ``per_step = True`` (``optim.OneCycleLR``); ``label_smoothing`` smooths the training loss.
+
+    ``graph=True`` (cuda or cuda-sim, resident data, one process, no label smoothing) runs every full
+    batch as one replay of a CUDA graph captured once (``gpucnn.cuda_graph.GraphedStep``): bit for bit
+    the weights of ``graph=False``; the reported loss is summed in float64 in batch order instead."""
 
     def __init__(self, model: Module, optimizer: Optimizer, schedule: LRSchedule | None = None,
                  batch_size: int = 128, seed: int = 0, max_shift: int = 0, resident: bool | None = None,
                  progress: bool = True, checkpoint: str | Path | None = None,
                  prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-                 log: Callable[[str], None] = print, label_smoothing: float = 0.0) -> None:
+                 log: Callable[[str], None] = print, label_smoothing: float = 0.0, graph: bool = False) -> None:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if self.world_size > 1 and not isinstance(model, distributed.DataParallel):
             raise ValueError(f"Trainer: {self.world_size} ranks train together, but the model is no "
@@ -157,10 +182,36 @@ class Trainer:
         self.per_step = bool(getattr(schedule, "per_step", False))
         # keeping the whole set on the device pays off on a GPU; on the host it changes nothing
         self.resident = model.backend.name == "cuda" if resident is None else resident
+        self.graph = bool(graph)
+        if self.graph:
+            self.resident = True if resident is None else resident
+            self._check_graph_options(model)
+        self._graphed: tuple[Any, Any, GraphedStep] | None = None
         self.progress, self.checkpoint, self.prepare = progress and self.rank == 0, checkpoint, prepare
         self.log = log if self.rank == 0 else _quiet
         self.history: list[EpochStats] = []
         self.epoch = 0
+
+    def _check_graph_options(self, model: Module) -> None:
+        problems = []
+        if model.backend.name not in GRAPH_BACKENDS:
+            problems.append(f"the cuda or cuda-sim backend (the model is on {model.backend.name!r})")
+        if not self.resident:
+            problems.append("resident data (got resident=False)")
+        if self.world_size > 1:
+            problems.append(f"one process (got {self.world_size} ranks)")
+        if self.label_smoothing:
+            problems.append(f"label_smoothing=0 (got {self.label_smoothing}; the graphed loss is the plain one)")
+        if problems:
+            raise ValueError(f"Trainer: graph=True needs {', '.join(problems)}")
+
+    def _graphed_step(self, train_images: np.ndarray, train_labels: np.ndarray) -> GraphedStep:
+        """One GraphedStep per training set: captured once, reused by every later fit() on the same arrays."""
+        if self._graphed is None or self._graphed[0] is not train_images or self._graphed[1] is not train_labels:
+            train_x = self.prepare(train_images) if self.prepare else train_images
+            step = GraphedStep(self.model, self.optimizer, train_x, train_labels, self.batch_size, self.max_shift)
+            self._graphed = (train_images, train_labels, step)
+        return self._graphed[2]
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this trainer: weights, optimizer, epoch, history."""
@@ -177,19 +228,27 @@ class Trainer:
     def fit(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
             test_labels: np.ndarray, epochs: int) -> list[EpochStats]:
         """Train until ``epochs`` epochs are done in all (so a resumed run trains the rest)."""
-        train_x = self.prepare(train_images) if self.prepare else train_images
-        # built once: a resident iterator copies the whole set to the device when it is made
-        batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend,
-                                resident=self.resident, max_shift=self.max_shift, rank=self.rank,
-                                world_size=self.world_size)
+        graphed, batches = None, None
+        if self.graph:
+            graphed = self._graphed_step(train_images, train_labels)
+        else:  # built once: a resident iterator copies the whole set to the device when it is made
+            train_x = self.prepare(train_images) if self.prepare else train_images
+            batches = BatchIterator(train_x, train_labels, self.batch_size, self.model.backend,
+                                    resident=self.resident, max_shift=self.max_shift, rank=self.rank,
+                                    world_size=self.world_size)
         while self.epoch < epochs:
-            batches.rng = np.random.default_rng([self.seed, self.epoch])
-            bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{epochs}", self.progress)
+            rng = np.random.default_rng([self.seed, self.epoch])
+            bar = progress_bar(graphed.steps if graphed else len(batches), f"epoch {self.epoch + 1}/{epochs}",
+                               self.progress)
             started = time.perf_counter()
             lr = self.optimizer.lr
-            train_loss, speed = train_epoch(self.model, self.optimizer, batches, bar,
-                                            schedule=self.schedule if self.per_step else None,
-                                            label_smoothing=self.label_smoothing)
+            schedule = self.schedule if self.per_step else None
+            if graphed is not None:
+                train_loss, speed = train_epoch_graphed(graphed, rng, bar, schedule=schedule)
+            else:
+                batches.rng = rng
+                train_loss, speed = train_epoch(self.model, self.optimizer, batches, bar, schedule=schedule,
+                                                label_smoothing=self.label_smoothing)
             if bar is not None:
                 bar.close()
             test_loss, test_acc, _ = evaluate(self.model, test_images, test_labels, prepare=self.prepare)

@@ -1,14 +1,54 @@
-"""Dropout: the mask is a hash of (seed, element index), identical on every backend."""
+"""Dropout: the mask is a hash of (seed, element index), identical on every backend.
+
+Inside a CUDA-graph step (gpucnn/cuda_graph.py) the seed is not a number drawn on the host but a
+``TableSeed``: the key is read on the device from the epoch's table at the step counter, so every
+replay of the captured step draws the mask the eager step would have drawn."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 from ..autograd import Function
+
+_state = threading.local()
+
+
+class TableSeed:
+    """The key of a dropout call in a CUDA-graph step: ``keys[step[0], slot]`` on the device."""
+
+    __slots__ = ("keys", "step", "slot")
+
+    def __init__(self, keys: Any, step: Any, slot: int) -> None:
+        self.keys, self.step, self.slot = keys, step, slot
+
+
+def seed_source() -> Any:
+    """The object handing out TableSeeds to this thread's dropout calls, or None (draw on the host)."""
+    return getattr(_state, "source", None)
+
+
+@contextlib.contextmanager
+def seeds_from(source: Any) -> Iterator[None]:
+    """Within: each dropout call asks ``source.table_seed(generator)`` for its seed, where
+    ``generator`` is the one the call would have drawn a host seed from."""
+    previous = seed_source()
+    _state.source = source
+    try:
+        yield
+    finally:
+        _state.source = previous
 
 
 class Dropout(Function):
     @staticmethod
-    def forward(ctx, x, p: float, seed: int):
-        y, mask = ctx.backend.dropout_forward(x, p, seed)
+    def forward(ctx, x, p: float, seed: int | TableSeed):
+        if isinstance(seed, TableSeed):
+            y, mask = ctx.backend.dropout_forward_stepped(x, p, seed.keys, seed.step, seed.slot)
+        else:
+            y, mask = ctx.backend.dropout_forward(x, p, seed)
         ctx.p = p
         ctx.save_for_backward(mask)
         return y

@@ -61,7 +61,8 @@ class Dropout(Module):
     """Zero each element with probability p in training (scaling the rest by 1/(1-p)); identity in eval.
 
     The mask is a hash of (seed, element index), and each forward draws its seed from the
-    layer's generator, so a seeded run drops the same elements on every backend.
+    layer's generator, so a seeded run drops the same elements on every backend (in a CUDA-graph
+    step, from a table of the seeds the generator would have drawn: ``F.dropout``).
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False, rng: np.random.Generator | None = None) -> None:
@@ -78,4 +79,4 @@ class Dropout(Module):
         self._check_input(x, None, layout="(N, ...)")
         if not self.training or self.p == 0.0:
             return x
-        return F.dropout(x, self.p, True, seed=int(self.rng.integers(0, 1 << 63)))
+        return F.dropout(x, self.p, True, generator=self.rng)
