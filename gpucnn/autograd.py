@@ -107,27 +107,24 @@ class Node:
     def __init__(self, function: type, ctx: Context, inputs: tuple[Tensor | None, ...],
                  outputs: tuple[tuple[tuple[int, ...], Any], ...]) -> None:
         self.function, self.ctx = function, ctx
-        self.edges = tuple(None if t is None else Edge(t) for t in inputs)
+        self.edges = tuple(None if t is None else _edge(t) for t in inputs)
         self.outputs = outputs  # (shape, dtype) of each output, to give unused ones a zero gradient
 
     def parents(self) -> Iterator[Node]:
         for edge in self.edges:
-            if edge is not None and edge.node is not None:
-                yield edge.node
+            if edge is not None and edge[0] is not None:
+                yield edge[0]
 
     def __repr__(self) -> str:
         return f"<{self.function.__name__} backward>"
 
 
-class Edge:
-    """Where one input's gradient goes: into ``node``'s output ``index``, or into ``leaf.grad``."""
-
-    __slots__ = ("node", "index", "leaf", "shape", "dtype")
-
-    def __init__(self, t: Tensor) -> None:
-        self.node, self.index = t._node, t._index
-        self.leaf = t if t._node is None else None
-        self.shape, self.dtype = t.shape, t.dtype
+def _edge(t: Tensor) -> tuple:
+    """Where one input's gradient goes: (node, output index, None, shape, dtype) into the node
+    that made it, or (None, 0, leaf, shape, dtype) into ``leaf.grad``. A plain tuple: a LeNet-5
+    step makes 16 of them, and a class instance each cost measurably more."""
+    node = t._node
+    return node, t._index, t if node is None else None, t.data.shape, t.data.dtype
 
 
 class Function:
@@ -189,7 +186,8 @@ class Function:
             state.enabled = recording
         many = isinstance(result, tuple)
         backend = ctx.backend
-        outputs = tuple(Tensor(r, records, backend) for r in result) if many else (Tensor(result, records, backend),)
+        make = Tensor._wrap
+        outputs = tuple(make(r, records, backend) for r in result) if many else (make(result, records, backend),)
         if records:
             node = Node(cls, ctx, tuple(a if need else None for a, need in zip(args, needs)),
                         tuple((o.shape, o.dtype) for o in outputs))
@@ -227,24 +225,28 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
         for edge, g in zip(node.edges, input_grads):
             if edge is None or g is None:
                 continue
-            g = _matching(g, edge, node)
-            if edge.leaf is not None:
-                edge.leaf._accumulate(g)
+            parent, index, leaf, shape, dtype = edge
+            if g.shape != shape or g.dtype != dtype:
+                g = _matching(g, shape, dtype, node)
+            if leaf is not None:
+                leaf._accumulate(g)
             else:
-                slots = pending.setdefault(edge.node, _slots(edge.node))
-                previous = slots[edge.index]
-                slots[edge.index] = g if previous is None else previous + g
+                slots = pending.get(parent)
+                if slots is None:
+                    slots = pending[parent] = _slots(parent)
+                previous = slots[index]
+                slots[index] = g if previous is None else previous + g
 
 
 def _slots(node: Node) -> list[Any]:
     return [None] * len(node.outputs)
 
 
-def _matching(g: Any, edge: Edge, node: Node) -> Any:
-    if tuple(g.shape) != tuple(edge.shape):
+def _matching(g: Any, shape: tuple[int, ...], dtype: Any, node: Node) -> Any:
+    if tuple(g.shape) != tuple(shape):
         raise RuntimeError(f"{node.function.__name__}.backward returned a gradient of shape {tuple(g.shape)} "
-                           f"for an input of shape {tuple(edge.shape)}")
-    return g if g.dtype == edge.dtype else g.astype(edge.dtype)
+                           f"for an input of shape {tuple(shape)}")
+    return g if g.dtype == dtype else g.astype(dtype)
 
 
 def _topological_order(root: Node) -> list[Node]:

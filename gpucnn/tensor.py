@@ -67,6 +67,14 @@ class Tensor:
         self._node: Any = None
         self._index = 0
 
+    @classmethod
+    def _wrap(cls, data: Any, requires_grad: bool, backend: Backend) -> Tensor:
+        """A Tensor of an array the engine made (checked already): ``__init__`` without its checks,
+        for Function outputs and gradients, which a training step makes by the dozen."""
+        t = cls.__new__(cls)
+        t.backend, t.data, t.requires_grad, t.grad, t._node, t._index = backend, data, requires_grad, None, None, 0
+        return t
+
     # ---------------------------------------------------------------- what it holds
     @property
     def shape(self) -> tuple[int, ...]:
@@ -173,9 +181,9 @@ class Tensor:
     def _accumulate(self, g: Any) -> None:
         # never in place: the same gradient array may reach several leaves (an add's two inputs)
         if self.grad is None:
-            self.grad = Tensor(g, backend=self.backend)
+            self.grad = Tensor._wrap(g, False, self.backend)
         else:
-            self.grad = Tensor(self.grad.data + g, backend=self.backend)
+            self.grad = Tensor._wrap(self.grad.data + g, False, self.backend)
 
     # ---------------------------------------------------------------- operators
     def _operand(self, other: Any) -> Tensor:
@@ -321,9 +329,10 @@ class Parameter(Tensor):
 
     def _accumulate(self, g: Any) -> None:
         super()._accumulate(g)
-        # a copy of the values: a hook may remove itself (or others) while they run
-        for hook in list(self._post_accumulate_hooks.values()):
-            hook(self)
+        if self._post_accumulate_hooks:
+            # a copy of the values: a hook may remove itself (or others) while they run
+            for hook in list(self._post_accumulate_hooks.values()):
+                hook(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if set_to_none or self.grad is None:

@@ -188,3 +188,32 @@ def test_batchnorm_eval_is_one_multiply_add(rng):
     np.testing.assert_allclose(_np(xt.grad), dy * gamma / std, rtol=1e-5, atol=1e-6)
     xhat = (x - mean.reshape(1, 4, 1, 1)) / std
     np.testing.assert_allclose(_np(layer.weight.grad), (dy * xhat).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_max_of_four_matches_the_running_scan(rng):
+    """The 2x2 tournament in the fused conv -> ReLU -> max-pool forward gives the running scan's
+    maxima and offsets exactly: the first offset on ties (whole windows of equal values, pairs
+    tied across the two rows), zeros, negative windows; NaN maxima stay NaN. With the ReLU marker,
+    the windows whose maximum is not > 0 (NaN included) read 255."""
+    from gpucnn.backends.numpy_backend import (
+        _mark_dead_windows,
+        _max_of_four_with_offset,
+        _running_max,
+        _tiled_windows,
+    )
+
+    conv = rng.integers(-2, 3, (3, 8, 10, 7)).astype(np.float32)  # few values: many ties
+    conv[0, :2, :2] = 1.0  # a whole window tied
+    conv[1, 4:6, 0:2] = [[[0.5] * 7, [-1.0] * 7], [[0.5] * 7, [0.25] * 7]]  # a tie across rows
+    conv[2, 0, 0, 0] = np.nan
+    windows = _tiled_windows(conv, (2, 2), (4, 5))
+    best, offset = _running_max([w.copy() for w in windows])
+    got_best, got_offset = _max_of_four_with_offset(windows)
+    finite = ~np.isnan(got_best)
+    np.testing.assert_array_equal(got_best[finite], best[finite])
+    assert np.isnan(got_best).sum() == 1 and np.isnan(got_best[2, 0, 0, 0])
+    np.testing.assert_array_equal(got_offset[finite], offset[finite])
+    assert got_offset[0, 0, 0, 0] == 0 and got_offset[1, 2, 0, 0] == 0
+    marked = _mark_dead_windows(got_offset.copy(), got_best)
+    dead = ~(got_best > 0)
+    assert (marked[dead] == 255).all() and np.array_equal(marked[~dead], got_offset[~dead])
