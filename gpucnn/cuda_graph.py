@@ -42,10 +42,11 @@ class GraphedStep:
     """A training step on ``images``/``labels`` (host or device arrays: copied to the device once)
     with batches of ``batch_size`` in a shuffled order and random shifts up to ``max_shift`` pixels,
     drawn from the generator given to ``begin_epoch`` exactly as ``datasets.BatchIterator`` draws them.
-    The loss is the cross-entropy of the model's logits (mean over the batch)."""
+    The loss is the cross-entropy of the model's logits (mean over the batch), with ``label_smoothing``
+    as ``F.cross_entropy``'s (the same fused op, so a replay matches an eager ``train_epoch`` step)."""
 
     def __init__(self, model: Module, optimizer: Optimizer, images: Any, labels: Any, batch_size: int,
-                 max_shift: int = 0, shuffle: bool = True) -> None:
+                 max_shift: int = 0, shuffle: bool = True, label_smoothing: float = 0.0) -> None:
         backend = model.backend
         if backend.name not in GRAPH_BACKENDS:
             raise ValueError(f"GraphedStep: CUDA graphs need the model on the cuda or cuda-sim backend, got "
@@ -54,6 +55,8 @@ class GraphedStep:
             raise ValueError(f"GraphedStep: batch_size must be a positive int, got {batch_size!r}")
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
             raise ValueError(f"GraphedStep: max_shift must be an int >= 0, got {max_shift!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"GraphedStep: label_smoothing must be in [0, 1], got {label_smoothing!r}")
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"GraphedStep: needs as many labels as images, at least one; got {len(images)} images "
                              f"and {len(labels)} labels")
@@ -64,6 +67,7 @@ class GraphedStep:
             raise TypeError(f"GraphedStep: labels must be integers, got dtype {host_labels.dtype}")
         self.model, self.optimizer, self.backend = model, optimizer, backend
         self.batch_size, self.max_shift, self.shuffle = batch_size, max_shift, shuffle
+        self.label_smoothing = float(label_smoothing)  # a kernel argument: fixed for the graph's life
         self.count = len(images)
         self.full_steps, rest = divmod(self.count, batch_size)
         #: steps in an epoch: the full batches, then a partial one when batch_size does not divide the set
@@ -219,7 +223,7 @@ class GraphedStep:
         with seeds_from(self):
             logits = self.model(x)
         self._check_classes(logits.shape)
-        dlogits = backend.softmax_cross_entropy_accumulate(logits.data, y, self._total)
+        dlogits = backend.softmax_cross_entropy_accumulate(logits.data, y, self._total, self.label_smoothing)
         logits.backward(Tensor(dlogits, backend=backend))
         optimizer.step_from_table(self._hyper, self._step)
         backend.step_advance(self._step)

@@ -243,8 +243,8 @@ def log_softmax(input: Any, dim: int = -1) -> Tensor:
 
 def cross_entropy(input: Any, target: Any, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0, *, labels_checked: bool = False) -> Tensor:
-    """Softmax cross-entropy of logits (N, C) against class indices (N,). The plain case (no
-    weight, no ignored label, no smoothing, mean or sum) is one fused backend op.
+    """Softmax cross-entropy of logits (N, C) against class indices (N,). The unweighted case (no
+    weight, no ignored label, mean or sum; with or without label smoothing) is one fused backend op.
 
     The labels' range is checked on the host, which on a GPU copies them back and waits for the
     device. ``labels_checked=True`` says the caller has already checked every label (gpucnn's
@@ -255,11 +255,13 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, ignore_index: int
     _check_reduction(reduction, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    plain = weight is None and label_smoothing == 0.0 and reduction != "none"
+    fused = weight is None and reduction != "none"
     # checked labels lie in [0, C): none can be an ignore_index outside that range
     in_range = labels_checked and not 0 <= ignore_index < logits.shape[1]
-    if plain and (in_range or not bool((logits.backend.to_numpy(labels) == ignore_index).any())):
-        return SoftmaxCrossEntropy.apply(logits, logits.backend.asarray(labels, dtype=np.int32), reduction)
+    if fused and (in_range or not bool((logits.backend.to_numpy(labels) == ignore_index).any())):
+        # the op Trainer(graph=True)'s captured step calls too, so eager and graphed steps agree bit for bit
+        return SoftmaxCrossEntropy.apply(logits, logits.backend.asarray(labels, dtype=np.int32), reduction,
+                                         float(label_smoothing))
     logp = log_softmax(logits, dim=1)
     loss = nll_loss(logp, labels, weight, ignore_index, reduction)
     if label_smoothing == 0.0:

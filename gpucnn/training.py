@@ -163,7 +163,7 @@ class Trainer:
     A ``schedule`` is stepped after every epoch, or after every optimizer step when it says
     ``per_step = True`` (``optim.OneCycleLR``); ``label_smoothing`` smooths the training loss.
 
-    ``graph=True`` (cuda or cuda-sim, resident data, one process, no label smoothing) runs every full
+    ``graph=True`` (cuda or cuda-sim, resident data, one process; label smoothing too) runs every full
     batch as one replay of a CUDA graph captured once (``gpucnn.cuda_graph.GraphedStep``): bit for bit
     the weights of ``graph=False``; the reported loss is summed in float64 in batch order instead."""
 
@@ -200,8 +200,6 @@ class Trainer:
             problems.append("resident data (got resident=False)")
         if self.world_size > 1:
             problems.append(f"one process (got {self.world_size} ranks)")
-        if self.label_smoothing:
-            problems.append(f"label_smoothing=0 (got {self.label_smoothing}; the graphed loss is the plain one)")
         if problems:
             raise ValueError(f"Trainer: graph=True needs {', '.join(problems)}")
 
@@ -209,7 +207,8 @@ class Trainer:
         """One GraphedStep per training set: captured once, reused by every later fit() on the same arrays."""
         if self._graphed is None or self._graphed[0] is not train_images or self._graphed[1] is not train_labels:
             train_x = self.prepare(train_images) if self.prepare else train_images
-            step = GraphedStep(self.model, self.optimizer, train_x, train_labels, self.batch_size, self.max_shift)
+            step = GraphedStep(self.model, self.optimizer, train_x, train_labels, self.batch_size, self.max_shift,
+                               label_smoothing=self.label_smoothing)
             self._graphed = (train_images, train_labels, step)
         return self._graphed[2]
 

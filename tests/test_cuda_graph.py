@@ -48,22 +48,25 @@ def _setup(kind: str) -> tuple[nn.Module, gpucnn.optim.Optimizer, gpucnn.optim.L
     return model, opt, gpucnn.optim.OneCycleLR(opt, max_lr=0.01, total_steps=12)
 
 
-def _train(kind: str, graph: bool, count: int = 70, epochs: int = 2, batch: int = 16):
+def _train(kind: str, graph: bool, count: int = 70, epochs: int = 2, batch: int = 16,
+           label_smoothing: float = 0.0):
     """(weights, trainer) after ``epochs`` epochs of Trainer on cuda-sim, shifts of 2 pixels."""
     images, labels = _data(count)
     model, opt, schedule = _setup(kind)
     trainer = Trainer(model, opt, schedule, batch_size=batch, max_shift=2, resident=True, progress=False,
-                      prepare=normalize, log=lambda line: None, graph=graph)
+                      prepare=normalize, log=lambda line: None, graph=graph, label_smoothing=label_smoothing)
     trainer.fit(images, labels, images[:20], labels[:20], epochs=epochs)
     return [p.numpy() for p in model.parameters()], trainer
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adam", "dropout"])
-def test_graph_trainer_gives_the_eager_weights_bit_for_bit(kind):
+@pytest.mark.parametrize(("kind", "smoothing"), [("sgd", 0.0), ("sgd", 0.1), ("adam", 0.0), ("dropout", 0.0),
+                                                 ("dropout", 0.1)])
+def test_graph_trainer_gives_the_eager_weights_bit_for_bit(kind, smoothing):
     """Two epochs of 70 images in batches of 16: per epoch one eager warm-up (first epoch), one
-    capture, the other full batches replays, and the last batch of 6 eagerly."""
-    eager, eager_trainer = _train(kind, graph=False)
-    graphed, trainer = _train(kind, graph=True)
+    capture, the other full batches replays, and the last batch of 6 eagerly. With label smoothing
+    (the speed-run recipe's 0.1) the eager loss and the graphed one are the same fused op."""
+    eager, eager_trainer = _train(kind, graph=False, label_smoothing=smoothing)
+    graphed, trainer = _train(kind, graph=True, label_smoothing=smoothing)
     for a, b in zip(eager, graphed, strict=True):
         np.testing.assert_array_equal(a, b)
     step = trainer._graphed[2]
@@ -191,8 +194,11 @@ def test_graph_options_are_checked():
     with pytest.raises(ValueError, match="GraphedStep: CUDA graphs need the model on the cuda or cuda-sim backend"):
         GraphedStep(model, opt, normalize(images), labels, 8)
     sim_model, sim_opt, _ = _setup("sgd")
-    with pytest.raises(ValueError, match=r"resident data \(got resident=False\), label_smoothing=0"):
+    with pytest.raises(ValueError, match=r"needs resident data \(got resident=False\)$"):
         Trainer(sim_model, sim_opt, graph=True, resident=False, label_smoothing=0.1)
+    Trainer(sim_model, sim_opt, graph=True, label_smoothing=0.1)  # label smoothing is graphed
+    with pytest.raises(ValueError, match=r"GraphedStep: label_smoothing must be in \[0, 1\], got 1.5"):
+        GraphedStep(sim_model, sim_opt, normalize(images), labels, 8, label_smoothing=1.5)
     step = GraphedStep(sim_model, sim_opt, normalize(images), labels + 5, 8)
     step.begin_epoch(np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"GraphedStep: labels must lie in \[0, 10\), got labels from 5 to 14"):
@@ -245,15 +251,17 @@ def test_gather_batch_shifts_as_random_shift_does(rng):
     np.testing.assert_array_equal(x, eager)
 
 
-def test_softmax_cross_entropy_accumulate_matches_the_reference(backend, rng):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+def test_softmax_cross_entropy_accumulate_matches_the_reference(backend, rng, smoothing):
     logits = rng.standard_normal((37, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 37).astype(np.int32)
     total = backend.asarray(np.array([1.5]))
-    dlogits = backend.softmax_cross_entropy_accumulate(backend.asarray(logits), backend.asarray(labels), total)
-    loss, expected = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+    dlogits = backend.softmax_cross_entropy_accumulate(backend.asarray(logits), backend.asarray(labels), total,
+                                                       smoothing)
+    loss, expected = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels), smoothing)
     np.testing.assert_array_equal(backend.to_numpy(dlogits), backend.to_numpy(expected))  # bit for bit
     ref_total = np.array([1.5])
-    gpucnn.get_backend("numpy").softmax_cross_entropy_accumulate(logits, labels, ref_total)
+    gpucnn.get_backend("numpy").softmax_cross_entropy_accumulate(logits, labels, ref_total, smoothing)
     np.testing.assert_allclose(backend.to_numpy(total), ref_total, rtol=1e-6)
     assert backend.to_numpy(total)[0] == pytest.approx(1.5 + 37 * float(backend.to_numpy(loss)), rel=1e-6)
 

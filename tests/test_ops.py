@@ -7,6 +7,8 @@ the order of float32 additions differs between im2col+BLAS, our kernels and the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -301,15 +303,51 @@ def test_dropout_mask_is_shared_and_fair(backend, rng, p):
         assert (backend.to_numpy(other) != mask).any()
 
 
+def _smoothed_cross_entropy(logits, labels, eps):
+    """PyTorch's label smoothing (unweighted), by loops in float64: the target is (1 - eps) * onehot + eps / C."""
+    n, c = logits.shape
+    loss, grad = 0.0, np.zeros(logits.shape)
+    for i in range(n):
+        row = [float(v) for v in logits[i]]
+        m = max(row)
+        log_z = math.log(sum(math.exp(v - m) for v in row))
+        neg_logp = [log_z - (v - m) for v in row]
+        loss += (1 - eps) * neg_logp[labels[i]] + eps / c * sum(neg_logp)
+        for j, v in enumerate(row):
+            target = (1 - eps) * (j == labels[i]) + eps / c
+            grad[i, j] = (math.exp(v - m - log_z) - target) / n
+    return loss / n, grad
+
+
+@pytest.mark.parametrize("smoothing", [None, 0.0, 0.1, 1.0])
 @pytest.mark.parametrize("shape", [(1, 2), (5, 10), (37, 13)])
-def test_softmax_cross_entropy(backend, rng, shape):
+def test_softmax_cross_entropy(backend, rng, shape, smoothing):
     logits = (rng.standard_normal(shape) * 5).astype(np.float32)
     logits[0, 0] = 90.0  # would overflow a naive exp in float32
     labels = rng.integers(0, shape[1], shape[0]).astype(np.int32)
-    loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
-    rloss, rgrad = ref.softmax_cross_entropy(logits, labels)
+    args = (backend.asarray(logits), backend.asarray(labels)) + (() if smoothing is None else (smoothing,))
+    loss, grad = backend.softmax_cross_entropy(*args)
+    rloss, rgrad = (ref.softmax_cross_entropy(logits, labels) if not smoothing
+                    else _smoothed_cross_entropy(logits, labels, smoothing))
     assert float(backend.to_numpy(loss)) == pytest.approx(rloss, rel=1e-5, abs=1e-6)
     np.testing.assert_allclose(backend.to_numpy(grad), rgrad, rtol=1e-5, atol=1e-7)
+    if smoothing == 0.0:  # an explicit 0 is the plain op, bit for bit
+        plain_loss, plain_grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+        np.testing.assert_array_equal(backend.to_numpy(loss), backend.to_numpy(plain_loss))
+        np.testing.assert_array_equal(backend.to_numpy(grad), backend.to_numpy(plain_grad))
+
+
+def test_softmax_cross_entropy_plain_loss_stays_finite_beside_an_infinite_logit(backend):
+    """eps = 0 must not compute 0 * (-log p) terms: a -inf logit (p = 0) would make them NaN."""
+    logits = np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, -np.inf]], np.float32)
+    labels = np.array([2, 0], np.int32)
+    loss, grad = backend.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels), 0.0)
+    finite = np.array([[0.0, 1.0], [2.0, 0.5]], np.float32)
+    rloss, rgrad = ref.softmax_cross_entropy(finite, np.array([1, 0]))
+    assert float(backend.to_numpy(loss)) == pytest.approx(rloss, rel=1e-5)
+    expected = np.zeros((2, 3))
+    expected[0, [0, 2]], expected[1, [0, 1]] = rgrad[0], rgrad[1]
+    np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_sgd_update(backend, rng):

@@ -420,13 +420,17 @@ def test_cross_entropy_options_match_pytorch(backend, dtype, reduction, weighted
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_cross_entropy_fused_path_matches_pytorch(backend, dtype, reduction):
-    """No weight, no ignored label, no smoothing: the backend's fused softmax cross-entropy op."""
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+def test_cross_entropy_fused_path_matches_pytorch(backend, dtype, reduction, label_smoothing, monkeypatch):
+    """No weight, no ignored label: the backend's fused softmax cross-entropy op, smoothed or not."""
     rng = np.random.default_rng(19)
     logits, tlogits = _input(rng, (4, 7), dtype, backend)
     labels = np.array([6, 0, 3, 3])
-    loss = F.cross_entropy(logits, labels, reduction=reduction)
-    tloss = TF.cross_entropy(tlogits, torch.from_numpy(labels), reduction=reduction)
+    calls, fused = [], backend.softmax_cross_entropy
+    monkeypatch.setattr(backend, "softmax_cross_entropy", lambda *args: calls.append(args[2:]) or fused(*args))
+    loss = F.cross_entropy(logits, labels, reduction=reduction, label_smoothing=label_smoothing)
+    assert calls == [(label_smoothing,)]  # the fused op, not log_softmax + nll_loss
+    tloss = TF.cross_entropy(tlogits, torch.from_numpy(labels), reduction=reduction, label_smoothing=label_smoothing)
     _close(loss, tloss, dtype, "loss")
     loss.backward()
     tloss.backward()

@@ -93,12 +93,14 @@ OPS: dict[str, str] = {
     ),
     # loss
     "softmax_cross_entropy": (
-        "(logits, labels) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
-        "loss: 0-d array (mean over N), dlogits: (N, K) = (softmax - onehot) / N"
+        "(logits, labels, label_smoothing=0.0) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
+        "loss: 0-d array (mean over N of (1 - eps) * -log p[label] + eps * mean_k -log p[k], eps = "
+        "label_smoothing in [0, 1], PyTorch's unweighted definition), dlogits: (N, K) = "
+        "(softmax - (1 - eps) * onehot - eps / K) / N; eps = 0 is exactly the plain (softmax - onehot) / N"
     ),
     "softmax_cross_entropy_accumulate": (
-        "(logits, labels, total) -> dlogits; labels: int32 (N,); dlogits bit for bit softmax_cross_entropy's; "
-        "total: float64 (1,), in place += the N rows' losses, added in order in float64"
+        "(logits, labels, total, label_smoothing=0.0) -> dlogits; labels: int32 (N,); dlogits bit for bit "
+        "softmax_cross_entropy's; total: float64 (1,), in place += the N rows' losses, added in order in float64"
     ),
     # a training step's data and counter, on the device (CUDA graphs: nothing per step is an argument)
     "gather_batch": (

@@ -428,8 +428,8 @@ class CudaBackend(Backend):
         return dx, dw, db
 
     # ------------------------------------------------------------------ loss
-    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
-    def softmax_cross_entropy(self, logits, labels):
+    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K); label_smoothing eps as PyTorch's (unweighted)
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         logits = self._input(logits, "softmax_cross_entropy logits")
         labels = self._input(self.xp.asarray(labels).astype(np.int32, copy=False), "labels", np.int32)
         n, k = logits.shape
@@ -437,11 +437,11 @@ class CudaBackend(Backend):
         grad = self.device.empty((n, k), logits.dtype)
         rows_per_block = 4  # one warp per row, 128 threads
         self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, rows_per_block),), (128,),
-                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n)], logits.dtype,
-                     (logits,))
+                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n), _Real(label_smoothing)],
+                     logits.dtype, (logits,))
         return row_loss.sum() / logits.dtype.type(n), grad
 
-    def softmax_cross_entropy_accumulate(self, logits, labels, total):
+    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
         logits = self._input(logits, "softmax_cross_entropy_accumulate logits")
         labels = self._input(labels, "softmax_cross_entropy_accumulate labels", np.int32)
         total = self._in_place(total, "softmax_cross_entropy_accumulate total", np.float64)
@@ -449,7 +449,8 @@ class CudaBackend(Backend):
         row_loss = self.device.empty((n,), logits.dtype)
         grad = self.device.empty((n, k), logits.dtype)
         self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, 4),), (128,),
-                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n)], logits.dtype, (logits,))
+                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n), _Real(label_smoothing)],
+                     logits.dtype, (logits,))
         self._launch("graph_step", "loss_accumulate", (1,), (1,), [row_loss, total, _Index(n)], logits.dtype,
                      (logits,))
         return grad

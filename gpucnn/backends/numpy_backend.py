@@ -924,26 +924,41 @@ class NumpyBackend(Backend):
         return dx, rows.T @ x.reshape(-1, x.shape[-1]), rows.sum(axis=0)
 
     # ---------------------------------------------------------------- loss
-    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K)
-    def softmax_cross_entropy(self, logits, labels):
+    # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K); label_smoothing eps as PyTorch's (unweighted)
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         n = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
         rows = np.arange(n)
-        picked = shifted[rows, labels] - np.log(total[:, 0])
-        loss = -picked.sum() / n
         grad = exp / total
-        grad[rows, labels] -= 1
+        if label_smoothing:  # target (1 - eps) * onehot + eps / K
+            loss = self._smoothed_rows(shifted, np.log(total[:, 0]), labels, label_smoothing).sum() / n
+            grad -= logits.dtype.type(label_smoothing / logits.shape[1])
+            grad[rows, labels] -= logits.dtype.type(1 - label_smoothing)
+        else:  # no 0 * inf terms: an infinite logit must not make the plain loss NaN
+            picked = shifted[rows, labels] - np.log(total[:, 0])
+            loss = -picked.sum() / n
+            grad[rows, labels] -= 1
         grad /= n
         return np.asarray(loss, dtype=logits.dtype), grad
 
     # total: float64 (1,), in place += the rows' losses added in order (cumsum is sequential)
-    def softmax_cross_entropy_accumulate(self, logits, labels, total):
+    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
         shifted = logits - logits.max(axis=1, keepdims=True)
-        rows = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(logits)), labels]
+        log_total = np.log(np.exp(shifted).sum(axis=1))
+        if label_smoothing:
+            rows = self._smoothed_rows(shifted, log_total, labels, label_smoothing)
+        else:
+            rows = log_total - shifted[np.arange(len(logits)), labels]
         total += np.cumsum(rows.astype(np.float64))[-1:]
-        return self.softmax_cross_entropy(logits, labels)[1]
+        return self.softmax_cross_entropy(logits, labels, label_smoothing)[1]
+
+    @staticmethod
+    def _smoothed_rows(shifted, log_total, labels, eps):
+        """Per-row loss (1 - eps) * -log p[label] + eps * mean_k -log p[k], with -log p = log_total - shifted."""
+        nll = log_total - shifted[np.arange(len(shifted)), labels]
+        return (1 - eps) * nll + eps * (log_total - shifted.mean(axis=1))
 
     # ---------------------------------------------------------------- a step's data and counter (CUDA graphs)
     def gather_batch(self, images, labels, order, offsets, step, batch_stride, count, max_shift, background):

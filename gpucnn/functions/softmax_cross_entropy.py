@@ -7,11 +7,13 @@ from ..autograd import Function
 
 class SoftmaxCrossEntropy(Function):
     """Mean (or sum) over the batch of -log softmax(logits)[label], computed stably by the
-    backend's fused op, which also returns d loss / d logits = (softmax - onehot) / N."""
+    backend's fused op, which also returns d loss / d logits = (softmax - onehot) / N. With
+    ``label_smoothing`` eps the target is (1 - eps) * onehot + eps / C (PyTorch's unweighted
+    definition): row loss (1 - eps) * -log p[label] + eps * mean_c -log p[c]."""
 
     @staticmethod
-    def forward(ctx, logits, labels, reduction: str):
-        loss, ctx.dlogits = ctx.backend.softmax_cross_entropy(logits, labels)
+    def forward(ctx, logits, labels, reduction: str, label_smoothing: float = 0.0):
+        loss, ctx.dlogits = ctx.backend.softmax_cross_entropy(logits, labels, label_smoothing)
         if reduction == "sum":
             n = logits.dtype.type(logits.shape[0])
             loss, ctx.dlogits = loss * n, ctx.dlogits * n
@@ -19,7 +21,7 @@ class SoftmaxCrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        return ctx.dlogits * dy, None, None
+        return ctx.dlogits * dy, None, None, None
 
 
 class LogSoftmax(Function):
