@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .backends.base import adam_step_factors
 from .nn.module import Module
 from .tensor import Parameter
 
@@ -151,10 +152,9 @@ class Adam(Optimizer):
                 p.state["v"] = backend.xp.zeros_like(p.data)
 
     def table_row(self) -> list[float]:
-        # the same float64 expressions as CudaBackend.adam_update_many, so the float32 values agree
-        t = self.step_count
-        return [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.lr / (1 - self.beta1 ** t),
-                1 / math.sqrt(1 - self.beta2 ** t)]
+        # the factors CudaBackend.adam_update_many computes for an eager step, so the float32 values agree
+        step_size, inv_bias2_sqrt = adam_step_factors(self.lr, self.beta1, self.beta2, self.step_count)
+        return [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, step_size, inv_bias2_sqrt]
 
     def _update_from_table(self, backend: Any, params: list[Parameter], hyper: Any, step: Any) -> None:
         backend.adam_update_many_stepped([p.data for p in params], [p.grad.data for p in params],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -35,6 +36,13 @@ class Backend:
 def dropout_threshold(p: float) -> int:
     """Elements whose 24-bit hash is below this are dropped: P(drop) = p exactly to 2^-24."""
     return int(round(p * (1 << 24)))
+
+
+def adam_step_factors(lr: float, beta1: float, beta2: float, step: int) -> tuple[float, float]:
+    """Adam's bias corrections as optimizers.cu takes them, in float64 on the host: (step size
+    lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)); the eager launchers and the CUDA-graph step tables
+    both use this, so their float32 values agree."""
+    return lr / (1 - beta1 ** step), 1 / math.sqrt(1 - beta2 ** step)
 
 
 def dropout_scale(p: float) -> float:

@@ -8,7 +8,6 @@ launch logic (checks, output allocation, grid sizes, exact argument types) lives
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from .base import (
     FLOAT_DTYPES,
     Backend,
+    adam_step_factors,
     composed_conv2d_relu_maxpool2d_backward,
     composed_conv2d_relu_maxpool2d_forward,
     dropout_key,
@@ -432,6 +432,20 @@ class CudaBackend(Backend):
     def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         logits = self._input(logits, "softmax_cross_entropy logits")
         labels = self._input(self.xp.asarray(labels).astype(np.int32, copy=False), "labels", np.int32)
+        row_loss, grad = self._softmax_rows(logits, labels, label_smoothing)
+        return row_loss.sum() / logits.dtype.type(logits.shape[0]), grad
+
+    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
+        logits = self._input(logits, "softmax_cross_entropy_accumulate logits")
+        labels = self._input(labels, "softmax_cross_entropy_accumulate labels", np.int32)
+        total = self._in_place(total, "softmax_cross_entropy_accumulate total", np.float64)
+        row_loss, grad = self._softmax_rows(logits, labels, label_smoothing)
+        self._launch("graph_step", "loss_accumulate", (1,), (1,), [row_loss, total, _Index(len(row_loss))],
+                     logits.dtype, (logits,))
+        return grad
+
+    def _softmax_rows(self, logits, labels, label_smoothing):
+        """(per-row loss, dlogits of the batch mean) from the fused kernel, for checked inputs."""
         n, k = logits.shape
         row_loss = self.device.empty((n,), logits.dtype)
         grad = self.device.empty((n, k), logits.dtype)
@@ -439,21 +453,7 @@ class CudaBackend(Backend):
         self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, rows_per_block),), (128,),
                      [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n), _Real(label_smoothing)],
                      logits.dtype, (logits,))
-        return row_loss.sum() / logits.dtype.type(n), grad
-
-    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
-        logits = self._input(logits, "softmax_cross_entropy_accumulate logits")
-        labels = self._input(labels, "softmax_cross_entropy_accumulate labels", np.int32)
-        total = self._in_place(total, "softmax_cross_entropy_accumulate total", np.float64)
-        n, k = logits.shape
-        row_loss = self.device.empty((n,), logits.dtype)
-        grad = self.device.empty((n, k), logits.dtype)
-        self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, 4),), (128,),
-                     [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n), _Real(label_smoothing)],
-                     logits.dtype, (logits,))
-        self._launch("graph_step", "loss_accumulate", (1,), (1,), [row_loss, total, _Index(n)], logits.dtype,
-                     (logits,))
-        return grad
+        return row_loss, grad
 
     # ------------------------------------------------------------------ a step's data and counter (CUDA graphs)
     # images: (N, C, H, W), labels/order: int32 (N,), offsets: int32 (N, 2) -> x: (count, C, H, W), y: int32 (count,)
@@ -499,8 +499,7 @@ class CudaBackend(Backend):
         grad = self._input(grad, "adam_update grad", param.dtype)
         m = self._in_place(m, "adam_update m", param.dtype)
         v = self._in_place(v, "adam_update v", param.dtype)
-        step_size = lr / (1 - beta1 ** step)
-        inv_bias2_sqrt = 1 / math.sqrt(1 - beta2 ** step)
+        step_size, inv_bias2_sqrt = adam_step_factors(lr, beta1, beta2, step)
         self._launch("optimizers", "adam_update", self._elementwise_grid(param.size), (BLOCK,),
                      [param, grad, m, v, _Real(lr), _Real(beta1), _Real(beta2), _Real(eps), _Real(weight_decay),
                       np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt), _Index(param.size)],
@@ -520,8 +519,7 @@ class CudaBackend(Backend):
         many = self._many_table("adam_update_many", [params, grads, ms, vs])
         if many is not None:
             table, blocks, checked = many
-            step_size = lr / (1 - beta1 ** step)
-            inv_bias2_sqrt = 1 / math.sqrt(1 - beta2 ** step)
+            step_size, inv_bias2_sqrt = adam_step_factors(lr, beta1, beta2, step)
             self._launch("optimizers", "adam_update_many", (blocks,), (BLOCK,),
                          [table, np.int32(len(params)), _Real(lr), _Real(beta1), _Real(beta2), _Real(eps),
                           _Real(weight_decay), np.int32(bool(decoupled)), _Real(step_size), _Real(inv_bias2_sqrt)],
