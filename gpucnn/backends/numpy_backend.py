@@ -892,13 +892,15 @@ class NumpyBackend(Backend):
         return dy * (1 - y * y)
 
     def dropout_forward(self, x, p, seed):
-        mask = dropout_mask(x.shape, p, seed)
-        scale = x.dtype.type(dropout_scale(p))
-        return x * mask * scale, mask
+        return self._dropout_with_key(x, p, dropout_key(seed))
 
     # keys: uint32 (steps, slots), step: int64 (1,): the key of row step[0], column slot (CUDA graphs)
     def dropout_forward_stepped(self, x, p, keys, step, slot):
-        mask = _dropout_mask_for_key(x.shape, p, int(keys[int(step[0]), slot]))
+        return self._dropout_with_key(x, p, int(keys[int(step[0]), slot]))
+
+    @staticmethod
+    def _dropout_with_key(x, p, key):
+        mask = _dropout_mask_for_key(x.shape, p, key)
         return x * mask * x.dtype.type(dropout_scale(p)), mask
 
     def dropout_backward(self, dy, mask, p):
@@ -926,33 +928,33 @@ class NumpyBackend(Backend):
     # ---------------------------------------------------------------- loss
     # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K); label_smoothing eps as PyTorch's (unweighted)
     def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
+        losses, grad = self._softmax_rows(logits, labels, label_smoothing)
+        return np.asarray(losses.sum() / logits.shape[0], dtype=logits.dtype), grad
+
+    # total: float64 (1,), in place += the rows' losses added in order (cumsum is sequential)
+    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
+        losses, grad = self._softmax_rows(logits, labels, label_smoothing)
+        total += np.cumsum(losses.astype(np.float64))[-1:]
+        return grad
+
+    def _softmax_rows(self, logits, labels, label_smoothing):
+        """(per-row loss, dlogits of the batch mean): what softmax_cross_entropy.cu writes."""
         n = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
+        log_total = np.log(total[:, 0])
         rows = np.arange(n)
         grad = exp / total
         if label_smoothing:  # target (1 - eps) * onehot + eps / K
-            loss = self._smoothed_rows(shifted, np.log(total[:, 0]), labels, label_smoothing).sum() / n
+            losses = self._smoothed_rows(shifted, log_total, labels, label_smoothing)
             grad -= logits.dtype.type(label_smoothing / logits.shape[1])
             grad[rows, labels] -= logits.dtype.type(1 - label_smoothing)
         else:  # no 0 * inf terms: an infinite logit must not make the plain loss NaN
-            picked = shifted[rows, labels] - np.log(total[:, 0])
-            loss = -picked.sum() / n
+            losses = log_total - shifted[rows, labels]
             grad[rows, labels] -= 1
         grad /= n
-        return np.asarray(loss, dtype=logits.dtype), grad
-
-    # total: float64 (1,), in place += the rows' losses added in order (cumsum is sequential)
-    def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_total = np.log(np.exp(shifted).sum(axis=1))
-        if label_smoothing:
-            rows = self._smoothed_rows(shifted, log_total, labels, label_smoothing)
-        else:
-            rows = log_total - shifted[np.arange(len(logits)), labels]
-        total += np.cumsum(rows.astype(np.float64))[-1:]
-        return self.softmax_cross_entropy(logits, labels, label_smoothing)[1]
+        return losses, grad
 
     @staticmethod
     def _smoothed_rows(shifted, log_total, labels, eps):
