@@ -583,3 +583,28 @@ def test_fused_sequential_matches_layers_one_by_one(backend, name, dtype):
     model.eval()
     with gpucnn.no_grad():
         assert np.array_equal(model(gpucnn.tensor(x_host, backend=backend)).numpy(), apart[0], equal_nan=True)
+
+
+def test_sequential_fuses_by_its_current_layers(backend):
+    """The fused runs are planned from the layers' types; a Sequential that grows, or whose layer is
+    replaced, runs its new layers (fused where they now allow it) and matches them called one by one."""
+    with gpucnn.use_backend(backend.name):
+        conv = _conv(backend, np.float64)
+        model = gpucnn.Sequential(conv, gpucnn.ReLU())
+        pool = gpucnn.MaxPool2d(2)
+    x = gpucnn.tensor(np.random.default_rng(5).standard_normal((2, 2, 8, 8)), backend=backend)
+
+    def apart():
+        h = x
+        for layer in model:
+            h = layer(h)
+        return h.numpy()
+
+    assert "Conv2d" in _graph_functions(model(x)) and model(x).shape == (2, 3, 8, 8)
+    model.append(pool)
+    y = model(x)
+    assert "Conv2dReluMaxPool2d" in _graph_functions(y) and np.array_equal(y.numpy(), apart())
+    model[1] = gpucnn.Tanh()
+    y = model(x)
+    assert "Conv2dReluMaxPool2d" not in _graph_functions(y) and np.array_equal(y.numpy(), apart())
+    assert (y.numpy() < 0).any()  # the tanh, not a ReLU, ran

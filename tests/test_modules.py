@@ -315,6 +315,12 @@ def test_sequential_indexing_slicing_len_iter_append():
     assert grown(np.ones((5, 4), np.float32)).shape == (5, 2)
     with pytest.raises(TypeError, match="Sequential: item 0 must be a gpucnn Module"):
         grown.append(lambda x: x)
+    grown[-1] = gpucnn.Linear(3, 4)  # replaced under its name, as PyTorch's Sequential does
+    assert grown(np.ones((5, 4), np.float32)).shape == (5, 4) and "2.weight" in grown.state_dict()
+    with pytest.raises(TypeError, match="Sequential: item 0 must be a gpucnn Module"):
+        grown[0] = "relu"
+    with pytest.raises(IndexError):
+        grown[3] = gpucnn.ReLU()
 
 
 def test_module_list_registers_parameters():

@@ -512,14 +512,15 @@ def test_lenet5_weights_in_pytorch_give_same_logits(backend, dtype):
 
 
 def test_lenet5_eval_batch_in_chunks_matches_pytorch(backend):
-    """A batch larger than the numpy backend's eval_batch_chunk (32): Sequential runs it in slices
+    """A batch larger than the numpy backend's eval_batch_chunk: Sequential runs it in slices
     there and joins them; the logits must still be PyTorch's."""
     rng = np.random.default_rng(29)
     with gpucnn.use_backend(backend.name):
         net = gpucnn.LeNet5(rng=np.random.default_rng(29), dtype=np.float64).eval()
     tnet = _twin(_torch_lenet5(), np.float64).eval()
     tnet.load_state_dict({k: torch.from_numpy(_np(v).copy()) for k, v in net.state_dict().items()})
-    x = rng.standard_normal((40, 1, 28, 28))
+    chunk = gpucnn.get_backend("numpy").eval_batch_chunk
+    x = rng.standard_normal((chunk + chunk // 4, 1, 28, 28))  # a whole chunk and a partial one
     with gpucnn.no_grad(), torch.no_grad():
         _close(net(gpucnn.tensor(x, backend=backend.name)), tnet(torch.from_numpy(x)), np.float64, "logits")
 

@@ -13,20 +13,22 @@ def check_float_input(x: Any, ndim: int | None, owner: str, channels: int | None
                       layout: str = "(N, C, H, W)") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{owner}: expected a gpucnn Tensor, got {type(x).__module__}.{type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{owner}: expected a float32 or float64 input, got dtype {x.dtype}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{owner}: expected a {ndim}-D input {layout}, got shape {x.shape}")
-    if x.ndim and x.shape[0] == 0:
-        raise ValueError(f"{owner}: got an empty batch, shape {x.shape}")
-    if channels is not None and x.shape[1] != channels:
+    data = x.data  # its array's attributes directly: these checks run on every layer call
+    shape = data.shape
+    if data.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{owner}: expected a float32 or float64 input, got dtype {data.dtype}")
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"{owner}: expected a {ndim}-D input {layout}, got shape {shape}")
+    if shape and shape[0] == 0:
+        raise ValueError(f"{owner}: got an empty batch, shape {shape}")
+    if channels is not None and shape[1] != channels:
         expected = layout.replace("C", str(channels), 1)
-        raise ValueError(f"{owner}: expected input of shape {expected}, got {x.shape}")
+        raise ValueError(f"{owner}: expected input of shape {expected}, got {shape}")
 
 
 def check_same_dtype(x: Tensor, weight: Tensor | None, owner: str) -> None:
     """Layers with parameters refuse another dtype instead of promoting (which would leave a
     float64 gradient on a float32 weight)."""
-    if weight is not None and x.dtype != weight.dtype:
+    if weight is not None and x.data.dtype != weight.data.dtype:
         raise TypeError(f"{owner}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
                         f"convert one of them (e.g. x.astype(np.{weight.dtype}))")

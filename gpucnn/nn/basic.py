@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..functions.linear import Linear as LinearFunction
 from ..init import DEFAULT_INIT, default_rng, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
 
@@ -29,12 +30,14 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
-    # x: (N, in) -> y: (N, out)
-    def forward(self, x: Any) -> Any:
+    # x: (N, in) -> y: (N, out); relu=True applies max(y, 0) in the same op (Sequential does this
+    # for a Linear followed by ReLU: the ReLU runs in the GEMM's epilogue)
+    def forward(self, x: Any, relu: bool = False) -> Any:
         self._check_input(x, None, layout="(N, C)")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got {x.shape}")
-        return F.linear(x, self.weight, self.bias)
+        # the Function itself rather than F.linear, whose checks would repeat the ones above
+        return LinearFunction.apply(x, self.weight, self.bias, relu)
 
 
 class Flatten(Module):

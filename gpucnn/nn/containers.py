@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..functions.basic import cat
-from ..functions.linear import Linear as LinearFunction
 from .activation import ReLU
 from .basic import Linear
 from .conv import Conv2d
@@ -51,6 +50,11 @@ class ModuleList(Module):
             return part.train(self.training)
         return layers[index]
 
+    def __setitem__(self, index: int, module: Module) -> None:
+        """Replace one layer, keeping its name (``model[1] = nn.Tanh()``, as in PyTorch)."""
+        _check_modules(type(self).__name__, [module])
+        setattr(self, list(self._modules)[index], module)
+
     def __len__(self) -> int:
         return len(self._modules)
 
@@ -90,31 +94,62 @@ class Sequential(ModuleList):
         return self._forward_layers(x)
 
     def _forward_layers(self, x: Any) -> Any:
-        layers = self.layers
-        fuse = not summary_is_recording()
-        i = 0
-        while i < len(layers):
-            first, second, third = (layers[i:i + 3] + [None, None])[:3]
-            if fuse and type(first) is Conv2d and type(second) is ReLU and type(third) is MaxPool2d:
-                x, i = first.forward_relu_maxpool(first._as_input(x), third), i + 3
-            elif fuse and type(first) is Conv2d and type(second) is ReLU:
-                x, i = first.forward(first._as_input(x), relu=True), i + 2
-            elif fuse and type(first) is ReLU and type(second) is MaxPool2d:
-                x, i = second.forward_after_relu(first._as_input(x)), i + 2
-            elif fuse and type(first) is Linear and type(second) is ReLU:
-                # not while an exporter traces the calls: it reads Linear as Gemm without the ReLU
-                x, i = _linear_relu(first, first._as_input(x)), i + 2
-            else:
-                x, i = first(x), i + 1
+        layers = tuple(self._modules.values())
+        if summary_is_recording():  # one row per layer: nothing fused
+            for layer in layers:
+                x = layer(x)
+            return x
+        for step, i in _fusion_plan(tuple(map(type, layers))):
+            x = step(layers, i, x)
         return x
 
 
-def _linear_relu(layer: Linear, x: Any) -> Any:
-    """relu(layer(x)) as one op (the ReLU in the GEMM's epilogue), after Linear.forward's checks."""
-    layer._check_input(x, None, layout="(N, C)")
-    if x.ndim < 1 or x.shape[-1] != layer.in_features:
-        raise ValueError(f"Linear: expected input of shape (N, {layer.in_features}), got {x.shape}")
-    return LinearFunction.apply(x, layer.weight, layer.bias, True)
+# The fused runs depend only on the layers' types, so each sequence of types is planned once: a
+# LeNet-5 eval forward runs in batch chunks (eval_batch_chunk), each of which would plan again.
+_fusion_plans: dict[tuple[type, ...], tuple[tuple[Any, int], ...]] = {}
+
+
+def _fusion_plan(kinds: tuple[type, ...]) -> tuple[tuple[Any, int], ...]:
+    """(step, index of its first layer) for each run of layers one op does, else for each layer."""
+    plan = _fusion_plans.get(kinds)
+    if plan is not None:
+        return plan
+    steps, i = [], 0
+    while i < len(kinds):
+        first, second, third = (kinds[i:i + 3] + (None, None))[:3]
+        if first is Conv2d and second is ReLU and third is MaxPool2d:
+            steps.append((_conv_relu_max_pool, i))
+            i += 3
+        elif first in (Conv2d, Linear) and second is ReLU:
+            steps.append((_with_relu, i))
+            i += 2
+        elif first is ReLU and second is MaxPool2d:
+            steps.append((_relu_max_pool, i))
+            i += 2
+        else:
+            steps.append((_one_layer, i))
+            i += 1
+    plan = _fusion_plans[kinds] = tuple(steps)
+    return plan
+
+
+def _one_layer(layers: tuple[Module, ...], i: int, x: Any) -> Any:
+    return layers[i](x)
+
+
+def _conv_relu_max_pool(layers: tuple[Module, ...], i: int, x: Any) -> Any:
+    conv = layers[i]
+    return conv.forward_relu_maxpool(conv._as_input(x), layers[i + 2])
+
+
+def _with_relu(layers: tuple[Module, ...], i: int, x: Any) -> Any:
+    # Conv2d or Linear with the ReLU in its epilogue
+    layer = layers[i]
+    return layer.forward(layer._as_input(x), relu=True)
+
+
+def _relu_max_pool(layers: tuple[Module, ...], i: int, x: Any) -> Any:
+    return layers[i + 1].forward_after_relu(layers[i]._as_input(x))
 
 
 class Concat(ModuleList):

@@ -263,9 +263,12 @@ class Module:
     def _check_input(self, x: Any, ndim: int | None, channels: int | None = None,
                      layout: str = "(N, C, H, W)") -> None:
         """Reject what the op cannot take, naming the layer, what it expected and what it got."""
-        check_float_input(x, ndim, self._layer_name(), channels, layout)
-        weight = next((p for p in self._parameters.values() if p is not None), None)
-        check_same_dtype(x, weight, self._layer_name())
+        name = self._layer_name()
+        check_float_input(x, ndim, name, channels, layout)
+        for weight in self._parameters.values():
+            if weight is not None:
+                check_same_dtype(x, weight, name)
+                break
 
     def extra_repr(self) -> str:
         return ""
