@@ -4,17 +4,20 @@
     python benchmarks/gpu_report.py --dry-run --out /tmp/report/         # the same plumbing on cuda-sim
 
 On a GPU it runs: the whole test suite with GPUCNN_BACKEND=cuda; benchmarks/bench_kernels.py (each
-kernel against PyTorch + cuDNN, TF32 off); the MNIST recipe of examples/train_mnist.py (LeNet-5, SGD
-Nesterov lr 0.05 with cosine decay, weight decay 5e-4, batch 128, random shifts of 2 pixels) until
-the test accuracy first reaches 99.0%, in gpucnn eager, gpucnn with CUDA graphs, PyTorch eager and
-PyTorch with CUDA graphs; the speed-run recipe where examples/train_mnist.py has one; and the
-launches, device->host copies and syncs of one training step. Warm-up (kernel compilation, the
-first launches, graph capture) is timed apart from the training. A section whose prerequisite is
-missing says "not available in this version: <why>" instead of a number.
+kernel against PyTorch + cuDNN, TF32 off); the speed-run recipe of ``examples/train_mnist.py
+--speedrun`` (its ``SPEEDRUN`` dict, read from the example itself: LeNet-5, SGD Nesterov with weight
+decay under OneCycleLR stepped every optimizer step, which also cycles the momentum, label
+smoothing, random shifts) until the test accuracy first reaches 99.0%, in gpucnn eager, gpucnn with
+CUDA graphs, PyTorch eager and PyTorch with CUDA graphs (a hand-written SGD step that reads each
+step's lr and momentum from device tables, so that one capture serves the whole run); the example's
+own ``--speedrun`` command line; and the launches, device->host copies and syncs of one training
+step, eager and as a graph replay. Warm-up (kernel compilation, the first launches, graph capture)
+is timed apart from the training. A section whose prerequisite is missing says "not available in
+this version: <why>" instead of a number.
 
 The file is named ``gpu-<device>-<date>.md`` (``dryrun-cuda-sim-<date>.md`` with ``--dry-run``: a
-small test subset, cuda-sim on a 512-image subset for one epoch, PyTorch on the CPU, no accuracy
-target); tests/test_gpu_report.py runs the dry run.
+small test subset, cuda-sim on a 512-image subset for one epoch, PyTorch on the CPU with the CUDA-graph
+step's code run eagerly, no accuracy target); tests/test_gpu_report.py runs the dry run.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import inspect
-import io
 import math
 import os
 import platform
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 import gpucnn  # noqa: E402
 from gpucnn import optim, training  # noqa: E402
+from gpucnn.cuda_graph import GraphedStep  # noqa: E402
 from gpucnn.datasets import MNIST, DatasetNotFoundError, load_mnist, normalize  # noqa: E402
 from gpucnn.training import Trainer  # noqa: E402
 
@@ -53,18 +57,50 @@ NOT_AVAILABLE = "not available in this version"
 SKIPPED = "skipped"
 
 
+def _load_example() -> Any:
+    # loaded from its file, not copied: the recipe timed here is the one --speedrun runs, by construction
+    spec = importlib.util.spec_from_file_location("train_mnist", REPO / "examples" / "train_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # what a dataclass in it would look up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+train_mnist = _load_example()
+
+
 @dataclass
 class Recipe:
-    """examples/train_mnist.py's defaults (the MNIST recipe the report times)."""
+    """examples/train_mnist.py's speed-run recipe (``train_mnist.SPEEDRUN``), the one the report times."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    shift: int = 2
+    epochs: int
+    batch_size: int
+    lr: float  # OneCycleLR's peak
+    momentum: float  # > 0: Nesterov; OneCycleLR then cycles it 0.95 -> 0.85 -> 0.95
+    weight_decay: float
+    pct_start: float
+    label_smoothing: float
+    shift: int
     seed: int = 0
     target: float | None = 0.99  # stop once the test accuracy reaches it; None: run all epochs
+
+    @classmethod
+    def speedrun(cls, epochs: int | None = None, target: float | None = 0.99, seed: int = 0) -> Recipe:
+        """The recipe of ``train_mnist.py --speedrun``; ``epochs`` overrides its epochs, as --epochs does there."""
+        s = train_mnist.SPEEDRUN
+        if s.get("optimizer", "sgd") != "sgd" or s.get("schedule") != "onecycle" or not s.get("momentum", 0.9) > 0:
+            # the four runs below implement SGD Nesterov + OneCycleLR only: fail rather than time another recipe
+            raise ValueError(f"gpu_report: train_mnist.SPEEDRUN is no longer SGD Nesterov with OneCycleLR ({s}); "
+                             f"update benchmarks/gpu_report.py's training runs")
+        return cls(epochs=epochs or s["epochs"], batch_size=s["batch_size"], lr=s["lr"], momentum=s["momentum"],
+                   weight_decay=s["weight_decay"], pct_start=s["pct_start"], label_smoothing=s["label_smoothing"],
+                   shift=s["shift"], seed=seed, target=target)
+
+    def describe(self) -> str:
+        return (f"the speed-run recipe (`train_mnist.py --speedrun`): SGD Nesterov, OneCycleLR peak lr {self.lr} "
+                f"(pct_start {self.pct_start}, stepped every step, momentum cycled 0.95 -> 0.85 -> 0.95), weight "
+                f"decay {self.weight_decay}, batch {self.batch_size}, label smoothing {self.label_smoothing}, "
+                f"shifts {self.shift}, {self.epochs} epoch{'s' if self.epochs != 1 else ''}")
 
 
 @dataclass
@@ -91,6 +127,8 @@ class Run:
     train_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     note: str = ""
+    warmup_what: str = "compilation, first launches"
+    images: int | None = None  # trained on per epoch, when not the whole set (a dropped partial batch)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -213,27 +251,31 @@ def _gpucnn_run(cfg: Config, name: str, options: dict[str, Any]) -> Run:
     data, recipe = cfg.data, cfg.recipe
     backend = gpucnn.get_backend(cfg.backend)
 
-    def make(epochs: int) -> tuple[Trainer, Any]:
+    def make(epochs: int, images: int) -> tuple[Trainer, Any]:
         gpucnn.manual_seed(recipe.seed)
         with gpucnn.use_backend(cfg.backend):
             model = gpucnn.LeNet5(rng=np.random.default_rng(recipe.seed))
         opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                        nesterov=recipe.momentum > 0)
-        trainer = Trainer(model, opt, optim.CosineLR(opt, total=epochs), batch_size=recipe.batch_size,
-                          seed=recipe.seed, max_shift=recipe.shift, progress=False, prepare=normalize,
-                          log=lambda line: None, **options)
+                        nesterov=True)
+        # per step, over the run's steps, as train_mnist.py --speedrun counts them (graph mode runs the last
+        # partial batch eagerly, so it has as many steps)
+        schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=epochs * math.ceil(images / recipe.batch_size),
+                                    pct_start=recipe.pct_start)
+        trainer = Trainer(model, opt, schedule, batch_size=recipe.batch_size, seed=recipe.seed,
+                          max_shift=recipe.shift, progress=False, prepare=normalize, log=lambda line: None,
+                          label_smoothing=recipe.label_smoothing, **options)
         return trainer, model
 
     # warm-up: a throwaway model, a few steps and an evaluation, so every kernel is compiled and launched once
     started = time.perf_counter()
-    warm, _ = make(1)
     count = min(len(data.train_images), 4 * recipe.batch_size)
+    warm, _ = make(1, count)
     warm.fit(data.train_images[:count], data.train_labels[:count], data.test_images[:256], data.test_labels[:256], 1)
     backend.synchronize()
     run = Run(name, time.perf_counter() - started)
 
-    trainer, _ = make(recipe.epochs)
     images = len(data.train_images)
+    trainer, _ = make(recipe.epochs, images)
     for epoch in range(1, recipe.epochs + 1):
         stats = trainer.fit(data.train_images, data.train_labels, data.test_images, data.test_labels, epoch)[-1]
         train_s = images / stats.images_per_second
@@ -255,8 +297,10 @@ def section_gpucnn_graph(cfg: Config) -> str:
         return f"{NOT_AVAILABLE}: Trainer has no graph= option (CUDA-graph capture of a training step)\n"
     # the dry run captures and replays on cuda-sim, whose device implements the same capture API
     run = _gpucnn_run(cfg, "gpucnn CUDA graphs", {"graph": True})
-    run.note = ("each full batch one graph replay, the last partial batch eager; the timed run captures its own "
-                "graph in its first epoch (one eager step, then the capture)")
+    run.note = ("each full batch one graph replay (each step's lr and momentum read from device tables), the last "
+                "partial batch eager; the timed run captures its own graph in its first epoch (one eager step, then "
+                "the capture)")
+    run.warmup_what = "compilation, first launches, a throwaway model's graph capture"
     return _run_table(cfg, run)
 
 
@@ -275,16 +319,84 @@ def _torch_lenet5(torch: Any) -> Any:
     return model
 
 
+def one_cycle_table(torch: Any, max_lr: float, total_steps: int, pct_start: float,
+                    momentum: float = 0.9) -> tuple[list[float], list[float]]:
+    """Each step's (lr, momentum) under ``torch.optim.lr_scheduler.OneCycleLR`` for SGD (momentum cycled),
+    read off a dummy optimizer on the host: the values torch.optim.SGD would use at steps 0..total_steps-1."""
+    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr, momentum=momentum, nesterov=True)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(dummy, max_lr=max_lr, total_steps=total_steps,
+                                                   pct_start=pct_start)
+    group = dummy.param_groups[0]
+    lrs, momentums = [], []
+    for i in range(total_steps):
+        lrs.append(float(group["lr"]))
+        momentums.append(float(group["momentum"]))
+        if i + 1 < total_steps:
+            dummy.step()  # no gradients: nothing moves, but the scheduler sees the order it expects
+            schedule.step()
+    return lrs, momentums
+
+
+def sgd_nesterov_update(torch: Any, params: Sequence[Any], buffers: Sequence[Any], lr: Any, momentum: Any,
+                        weight_decay: float) -> None:
+    """torch.optim.SGD(momentum, nesterov=True, dampening=0, weight_decay)'s step on ``params`` (their
+    ``.grad``), with ``lr`` and ``momentum`` as 0-d tensors: g = grad + wd*p; buf = mom*buf + g;
+    p -= lr * (g + mom*buf). Zero ``buffers`` give SGD's first step (it starts its buffer at g).
+    Tensors rather than floats because a CUDA graph bakes a Python float into the captured kernel."""
+    grads = [p.grad for p in params]
+    with torch.no_grad():
+        g = torch._foreach_add(grads, list(params), alpha=weight_decay) if weight_decay else grads
+        torch._foreach_mul_(list(buffers), momentum)
+        torch._foreach_add_(list(buffers), g)
+        direction = torch._foreach_mul(list(buffers), momentum)
+        torch._foreach_add_(direction, g)
+        torch._foreach_mul_(direction, lr)
+        torch._foreach_sub_(list(params), direction)
+
+
+class TableSGD:
+    """SGD Nesterov under a per-step schedule, all on the device, for a CUDA-graph step: each step's lr
+    and momentum (``one_cycle_table``) live in device tables read at a device step counter that the step
+    itself advances, so one captured step replays the whole schedule. Runs eagerly just the same."""
+
+    def __init__(self, torch: Any, params: Sequence[Any], lrs: Sequence[float], momentums: Sequence[float],
+                 weight_decay: float) -> None:
+        self.torch, self.params, self.weight_decay = torch, list(params), float(weight_decay)
+        device, dtype = self.params[0].device, self.params[0].dtype
+        self.lr = torch.tensor(list(lrs), dtype=dtype, device=device)
+        self.momentum = torch.tensor(list(momentums), dtype=dtype, device=device)
+        self.count = torch.zeros(1, dtype=torch.long, device=device)
+        self.buffers = [torch.zeros_like(p) for p in self.params]
+
+    def step(self) -> None:
+        torch = self.torch
+        # index_select, not table[count]: indexing by a 0-d integer tensor reads it back to the host (.item())
+        lr = torch.index_select(self.lr, 0, self.count).reshape(())
+        momentum = torch.index_select(self.momentum, 0, self.count).reshape(())
+        sgd_nesterov_update(torch, self.params, self.buffers, lr, momentum, self.weight_decay)
+        self.count.add_(1)
+
+    def reset(self) -> None:
+        """Back to step 0 with zero momentum buffers (after a warm-up)."""
+        self.count.zero_()
+        for buf in self.buffers:
+            buf.zero_()
+
+
 def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
     """The same recipe in PyTorch: data on the device, shifts on the device, the loss summed there.
-    With ``graphs``, each step (gather, shift, forward, backward, SGD) is one CUDA-graph replay,
-    captured again each epoch for the epoch's learning rate (capture time counts as warm-up); the
-    last partial batch is dropped there (a graph has fixed shapes)."""
+
+    Eager: torch.optim.SGD (Nesterov) with torch's OneCycleLR stepped after every optimizer step.
+    With ``graphs``, each step (gather, shift, forward, backward, the ``TableSGD`` update, the step
+    counter) is one replay of a CUDA graph captured once, after a warm-up on a side stream (capture
+    time counts as warm-up); the last partial batch is dropped there (a graph has fixed shapes), so
+    the schedule counts n // batch steps an epoch. On the CPU (``--dry-run``) the same step runs eagerly."""
     data, recipe = cfg.data, cfg.recipe
     functional = torch.nn.functional
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(recipe.seed)
+    capture = graphs and device == "cuda"
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     started = time.perf_counter()
     x_train = torch.from_numpy(normalize(data.train_images)).to(device)
@@ -293,9 +405,24 @@ def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
     y_test = torch.from_numpy(data.test_labels).to(device)
     background = float(x_train.min())
     model = _torch_lenet5(torch).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0,
-                          weight_decay=recipe.weight_decay)
+    params = list(model.parameters())
     n, batch, s = len(x_train), recipe.batch_size, recipe.shift
+    steps = n // batch if graphs else math.ceil(n / batch)
+    if steps == 0:
+        raise ValueError(f"{n} training images make no full batch of {batch}")
+    total_steps = recipe.epochs * steps
+
+    def make_sgd() -> Any:
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
+                               weight_decay=recipe.weight_decay)
+
+    if graphs:
+        table_sgd = TableSGD(torch, params, *one_cycle_table(torch, recipe.lr, total_steps, recipe.pct_start,
+                                                             recipe.momentum), recipe.weight_decay)
+        update = table_sgd.step
+    else:
+        opt = make_sgd()  # the warm-up's; the timed run gets a fresh one and its schedule
+        update = opt.step
     total = torch.zeros((), dtype=torch.float64, device=device)
     index = torch.zeros(batch, dtype=torch.long, device=device)
     h, w = x_train.shape[2:]
@@ -312,11 +439,12 @@ def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
         return padded[torch.arange(m, device=device)[:, None, None], 0, rows[:, :, None], cols[:, None, :]][:, None]
 
     def step(idx: Any) -> None:
-        opt.zero_grad(set_to_none=not graphs)
+        # None: under capture, backward then allocates the gradients from the graph's pool (PyTorch's recipe)
+        model.zero_grad(set_to_none=True)
         x, y = shift(x_train[idx]), y_train[idx]
-        loss = functional.cross_entropy(model(x), y)
+        loss = functional.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
         loss.backward()
-        opt.step()
+        update()
         total.add_(loss.detach().double() * len(idx))
 
     def evaluate() -> float:
@@ -328,42 +456,52 @@ def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
         model.train()
         return int(correct) / len(x_test)
 
+    # warm-up (on a side stream before a capture, as CUDA-graph capture wants); then the weights are put back
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    if graphs:  # warm-up on a side stream, as CUDA-graph capture wants; then the weights are put back
-        side = torch.cuda.Stream()
+    side = torch.cuda.Stream() if capture else None
+    if side is not None:
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                index.copy_(torch.randint(0, n, (batch,), device=device))
-                step(index)
-        torch.cuda.current_stream().wait_stream(side)
-    else:
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
         for _ in range(3):
-            step(torch.randint(0, n, (batch,), device=device))
-        evaluate()
+            if graphs:  # the table may be shorter than the warm-up (a dry run has one step)
+                table_sgd.count.zero_()
+            index.copy_(torch.randint(0, n, (batch,), device=device))
+            step(index)
+    if side is not None:
+        torch.cuda.current_stream().wait_stream(side)
+    evaluate()
     synchronize()
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v.copy_(state[k])
-        for st in opt.state.values():  # a zero buffer gives SGD's first step, as no buffer would
-            if st.get("momentum_buffer") is not None:
-                st["momentum_buffer"].zero_()
-    run = Run(f"PyTorch {'CUDA graphs' if graphs else 'eager'} ({device})", time.perf_counter() - started,
-              note="last partial batch dropped (fixed shapes)" if graphs else "")
+    total.zero_()
+    schedule = None
+    if graphs:
+        table_sgd.reset()
+    else:
+        opt = make_sgd()
+        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total_steps,
+                                                       pct_start=recipe.pct_start)
+        update = opt.step
+    graph = None
+    if capture:  # once for the whole run: the schedule is read from the tables at the step counter
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step(index)
+    synchronize()
+    dropped = f"last partial batch dropped (fixed shapes): {steps * batch:,} of {n:,} images an epoch"
+    if graphs and not capture:
+        note = f"dry run: the graph step's code run eagerly on the CPU, no capture; {dropped}"
+    elif graphs:
+        note = ("one capture for the whole run, each full batch one replay (lr and momentum read from device "
+                f"tables at a device step counter); {dropped}")
+    else:
+        note = ""
+    run = Run(f"PyTorch {'CUDA graphs' if graphs else 'eager'} ({device})", time.perf_counter() - started, note=note,
+              warmup_what="data upload, first launches" + (", graph capture" if capture else ""),
+              images=steps * batch if graphs else None)
 
-    steps = n // batch if graphs else math.ceil(n / batch)
-    for epoch in range(recipe.epochs):
-        lr = recipe.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.epochs))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        graph = None
-        if graphs:
-            capture = time.perf_counter()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step(index)
-            synchronize()
-            run.warmup_s += time.perf_counter() - capture
+    for _ in range(recipe.epochs):
         total.zero_()
         synchronize()
         began = time.perf_counter()
@@ -375,6 +513,8 @@ def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
                 graph.replay()
             else:
                 step(part)
+                if schedule is not None:
+                    schedule.step()
         synchronize()
         run.train_s.append(time.perf_counter() - began)
         run.train_loss.append(float(total) / (steps * batch if graphs else n))
@@ -401,60 +541,57 @@ def section_torch_graphs(cfg: Config) -> str:
     torch = _torch()
     if torch is None:
         return f"{SKIPPED}: PyTorch is not importable\n"
-    if cfg.dry_run or not torch.cuda.is_available():
-        return f"{SKIPPED}: torch.cuda.graphs needs a CUDA GPU" + (" (dry run)" if cfg.dry_run else "") + "\n"
+    if cfg.dry_run:  # no capture on the CPU, but the step's code (tables, counter, hand-written SGD) runs
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        return _run_table(cfg, _torch_run(cfg, torch, "cpu", graphs=True))
+    if not torch.cuda.is_available():
+        return f"{SKIPPED}: torch.cuda.graphs needs a CUDA GPU ({torch.__version__})\n"
     return _run_table(cfg, _torch_run(cfg, torch, "cuda", graphs=True))
 
 
 def section_speedrun(cfg: Config) -> str:
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import train_mnist
-    except Exception as exc:  # noqa: BLE001
-        return f"{NOT_AVAILABLE}: examples/train_mnist.py does not import ({type(exc).__name__}: {exc})\n"
-    finally:
-        sys.path.pop(0)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # argparse's complaint about an unknown option
-            has_speedrun = "speedrun" in vars(train_mnist.parse_args(["--speedrun"]))
-    except SystemExit:
-        has_speedrun = False
-    if not has_speedrun:
-        return (f"{NOT_AVAILABLE}: examples/train_mnist.py has no --speedrun recipe; the sections above time "
-                f"its default recipe\n")
+    # the sections above rebuild its recipe from train_mnist.SPEEDRUN; this runs the example's own command line
     command = [sys.executable, "examples/train_mnist.py", "--speedrun", "--no-progress"]
     if cfg.dry_run:
         command += ["--backend", "cuda-sim", "--limit", "512", "--test-limit", "256", "--epochs", "1"]
     rc, out, seconds = _run(command, cfg.timeout)
-    return f"`{shlex.join(command[1:])}`: exit code {rc}, {seconds:.1f} s\n\n{_fence(out, 20)}"
+    return (f"examples/train_mnist.py's own command line for the recipe timed above, end to end: "
+            f"`{shlex.join(command[1:])}`: exit code {rc}, {seconds:.1f} s\n\n{_fence(out, 20)}")
+
+
+def _counting_data(cfg: Config, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` training images (the set repeated if it is smaller: only the shapes matter to the counts)."""
+    take = np.arange(images) % len(cfg.data.train_images)
+    return cfg.data.train_images[take], cfg.data.train_labels[take]
+
+
+def _counters(backend: Any) -> np.ndarray:
+    return np.array([backend.launch_count, backend.host_transfer_count, backend.sync_count], dtype=float)
 
 
 def step_counts(cfg: Config, steps: int) -> dict[str, float]:
-    """Mean our-kernel launches, device->host copies and syncs per Trainer step (after the first)."""
+    """Mean our-kernel launches, device->host copies and syncs per eager Trainer step (after the first)."""
     backend = gpucnn.get_backend(cfg.backend)
-    marks: list[tuple[int, int, int]] = []
-
-    def counts() -> tuple[int, int, int]:
-        return backend.launch_count, backend.host_transfer_count, backend.sync_count
+    marks: list[np.ndarray] = []
 
     class Counting(training.BatchIterator):
         def __iter__(self):
             for item in super().__iter__():
-                marks.append(counts())
+                marks.append(_counters(backend))
                 yield item
-            marks.append(counts())
+            marks.append(_counters(backend))
 
     recipe = cfg.recipe
-    count = min(len(cfg.data.train_images), (steps + 1) * recipe.batch_size)
+    images, labels = _counting_data(cfg, (steps + 1) * recipe.batch_size)
     with gpucnn.use_backend(cfg.backend):
         model = gpucnn.LeNet5(rng=np.random.default_rng(0))
     opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
-    trainer = Trainer(model, opt, batch_size=recipe.batch_size, max_shift=recipe.shift, progress=False,
-                      prepare=normalize, log=lambda line: None)
+    schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps + 1, pct_start=recipe.pct_start)
+    trainer = Trainer(model, opt, schedule, batch_size=recipe.batch_size, max_shift=recipe.shift, progress=False,
+                      prepare=normalize, log=lambda line: None, label_smoothing=recipe.label_smoothing)
     original, training.BatchIterator = training.BatchIterator, Counting
     try:
-        trainer.fit(cfg.data.train_images[:count], cfg.data.train_labels[:count], cfg.data.test_images[:100],
-                    cfg.data.test_labels[:100], 1)
+        trainer.fit(images, labels, cfg.data.test_images[:100], cfg.data.test_labels[:100], 1)
     finally:
         training.BatchIterator = original
     per_step = np.diff(np.array(marks), axis=0)[1:]  # the first step may create optimizer state
@@ -462,28 +599,65 @@ def step_counts(cfg: Config, steps: int) -> dict[str, float]:
     return {"steps": len(per_step), "launches": float(mean[0]), "transfers": float(mean[1]), "syncs": float(mean[2])}
 
 
+def graph_step_counts(cfg: Config, replays: int) -> dict[str, float]:
+    """A ``GraphedStep`` on the recipe's batches: the kernels recorded into the graph (launches across the
+    capture step, which runs the step once while recording), and per replayed step the host-side gpucnn
+    launches, graph replays, device->host copies and syncs."""
+    backend = gpucnn.get_backend(cfg.backend)
+    recipe = cfg.recipe
+    images, labels = _counting_data(cfg, (replays + 2) * recipe.batch_size)  # warm-up, capture, replays
+    with gpucnn.use_backend(cfg.backend):
+        model = gpucnn.LeNet5(rng=np.random.default_rng(0))
+    opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
+    step = GraphedStep(model, opt, normalize(images), labels, recipe.batch_size, max_shift=recipe.shift,
+                       label_smoothing=recipe.label_smoothing)
+    schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=step.steps, pct_start=recipe.pct_start)
+    step.begin_epoch(np.random.default_rng(0), schedule)
+    step.step()  # eager: compiles, fills the graph's pool, creates the optimizer state
+    before = _counters(backend)
+    step.step()  # the capture (then its first replay)
+    recorded = (_counters(backend) - before)[0]
+    before, replays_before = _counters(backend), step.graph.replays
+    for _ in range(replays):
+        step.step()
+    after = _counters(backend)
+    backend.synchronize()  # after the counts: the replays' work done before the next section
+    per_step = (after - before) / replays
+    return {"steps": replays, "recorded": float(recorded), "launches": float(per_step[0]),
+            "replays": (step.graph.replays - replays_before) / replays, "transfers": float(per_step[1]),
+            "syncs": float(per_step[2])}
+
+
 def section_launches(cfg: Config) -> str:
-    c = step_counts(cfg, 4 if cfg.dry_run else 20)
-    return ("Counted by the backend over Trainer steps (LeNet-5, the recipe above); launches are gpucnn's own "
-            "kernels (CuPy's elementwise/reduction kernels around them are not counted here; tests/test_launches.py "
-            "lists them).\n\n"
-            "| backend | steps | launches per step | device->host copies per step | syncs per step |\n"
-            "|---|---|---|---|---|\n"
-            f"| {cfg.backend} | {c['steps']} | {c['launches']:.1f} | {c['transfers']:.1f} | {c['syncs']:.1f} |\n")
+    eager = step_counts(cfg, 4 if cfg.dry_run else 20)
+    graph = graph_step_counts(cfg, 2 if cfg.dry_run else 20)
+    return ("Counted by the backend over LeNet-5 training steps of the recipe above (batch "
+            f"{cfg.recipe.batch_size}, shifts {cfg.recipe.shift}, label smoothing {cfg.recipe.label_smoothing}, "
+            "OneCycleLR): eager, `Trainer` steps after the first; graph, `GraphedStep` (gpucnn.cuda_graph) replays "
+            "after its eager warm-up step and its capture step. Kernels per step are gpucnn's own, as the host "
+            "launches them eagerly or records them into the graph (CuPy's elementwise/reduction kernels around "
+            "them are not counted here; tests/test_launches.py lists them); a replayed step launches the whole "
+            "recorded graph with one call and goes through the backend for none of them.\n\n"
+            "| backend | mode | steps counted | kernels per step | host-side gpucnn launches per step | "
+            "graph replays per step | device->host copies per step | syncs per step |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+            f"| {cfg.backend} | eager | {eager['steps']} | {eager['launches']:.1f} | {eager['launches']:.1f} | 0 | "
+            f"{eager['transfers']:.1f} | {eager['syncs']:.1f} |\n"
+            f"| {cfg.backend} | CUDA graph, replayed | {graph['steps']} | {graph['recorded']:.0f} (recorded at the "
+            f"capture) | {graph['launches']:.1f} | {graph['replays']:.1f} | {graph['transfers']:.1f} | "
+            f"{graph['syncs']:.1f} |\n")
 
 
 def _run_table(cfg: Config, run: Run) -> str:
     recipe = cfg.recipe
     images = len(cfg.data.train_images)
-    lines = [f"{run.name}: LeNet-5, SGD Nesterov lr {recipe.lr} cosine over {recipe.epochs} epochs, weight decay "
-             f"{recipe.weight_decay}, batch {recipe.batch_size}, shifts {recipe.shift}; {images:,} training / "
-             f"{len(cfg.data.test_images):,} test images" + (f"; {run.note}" if run.note else "") + "\n",
+    lines = [f"{run.name}: LeNet-5, {recipe.describe()}; {images:,} training / {len(cfg.data.test_images):,} test "
+             f"images" + (f"; {run.note}" if run.note else "") + "\n",
              "| epoch | train s | eval s | img/s | train loss | test acc % |", "|---|---|---|---|---|---|"]
     for i, (t, e, loss, acc) in enumerate(zip(run.train_s, run.eval_s, run.train_loss, run.test_acc), 1):
-        lines.append(f"| {i} | {t:.3f} | {e:.3f} | {images / t:,.0f} | {loss:.4f} | {100 * acc:.2f} |")
+        lines.append(f"| {i} | {t:.3f} | {e:.3f} | {(run.images or images) / t:,.0f} | {loss:.4f} | {100 * acc:.2f} |")
     lines.append("")
-    lines.append(f"- warm-up (compilation, first launches{', graph capture' if 'graph' in run.name else ''}): "
-                 f"{run.warmup_s:.3f} s")
+    lines.append(f"- warm-up ({run.warmup_what}): {run.warmup_s:.3f} s")
     lines.append(f"- time per epoch (median, training only): {statistics.median(run.train_s):.3f} s")
     if recipe.target is None:
         lines.append("- time to target: no accuracy target (dry run)")
@@ -532,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/", help="folder the report is written into")
     p.add_argument("--dry-run", action="store_true", help="the same plumbing on cuda-sim, small and fast (no GPU)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of the recipe (default 10; dry run 1)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of the speed-run recipe (default {train_mnist.SPEEDRUN['epochs']}; dry run 1)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed to the test suite and bench_kernels")
     args = p.parse_args(argv)
     command = shlex.join(["python", "benchmarks/gpu_report.py", *(sys.argv[1:] if argv is None else argv)])
@@ -541,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
               "cuda-sim", file=sys.stderr)
         return 2
     data, note = load_data(args)
-    recipe = Recipe(epochs=args.epochs or (1 if args.dry_run else 10), target=None if args.dry_run else 0.99)
+    recipe = Recipe.speedrun(epochs=args.epochs or (1 if args.dry_run else None),
+                             target=None if args.dry_run else 0.99)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = Config(args.dry_run, "cuda-sim" if args.dry_run else "cuda", data, note, recipe, out, args.timeout, command)

@@ -4,6 +4,7 @@
     python examples/train_mnist.py --backend cuda-sim --limit 512 --epochs 1
     python examples/train_mnist.py --model lenet5-classic --plot runs/classic.png
     python examples/train_mnist.py --speedrun           # the fewest-steps recipe to >= 99.0% (SPEEDRUN below)
+    python examples/train_mnist.py --speedrun --graph --backend cuda   # each step one CUDA-graph replay
     mpiexec -n 2 python examples/train_mnist.py --distributed   # 2 processes, the same global batch
 """
 
@@ -26,7 +27,7 @@ from gpucnn.training import Trainer, evaluate
 #: least 4 of 5 seeds (benchmarks/speedrun_search.py, benchmarks/results/speedrun-2026-11-23.md);
 #: flags given beside --speedrun override its values
 SPEEDRUN = dict(epochs=4, batch_size=320, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-                schedule="onecycle", label_smoothing=0.1, shift=1)
+                schedule="onecycle", pct_start=0.25, label_smoothing=0.1, shift=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shift", type=int, default=2, help="random-shift augmentation in pixels (0: off)")
     p.add_argument("--schedule", choices=["cosine", "onecycle"], default="cosine",
                    help="cosine: per epoch from --lr to 0; onecycle: per step, up to --lr and down (OneCycleLR)")
+    p.add_argument("--pct-start", type=float, default=0.3,
+                   help="onecycle: the fraction of the steps spent rising to --lr (PyTorch's default 0.3)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the training loss")
     p.add_argument("--speedrun", action="store_true",
                    help="the fewest-steps recipe to >= 99.0%% test accuracy: " +
@@ -59,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop once this many epochs are done (as if interrupted); --resume continues")
     p.add_argument("--plot", default=None, help="PNG path for curves; also writes confusion matrix and filters")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    p.add_argument("--graph", action="store_true",
+                   help="cuda (or cuda-sim): capture one training step as a CUDA graph and replay it for every "
+                        "full batch (Trainer(graph=True)); the last partial batch runs eagerly")
     p.add_argument("--export-onnx", default=None, help="ONNX path written after training (needs gpucnn[onnx])")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the processes of an MPI launch (mpiexec -n N ...; needs gpucnn[mpi]): "
@@ -113,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         full, rest = divmod(len(train_x), args.batch_size)
         steps_per_epoch = full + (1 if rest >= world else 0)
         schedule = optim.OneCycleLR(optimizer, max_lr=optimizer.lr, total_steps=args.epochs * steps_per_epoch,
+                                    pct_start=args.pct_start,
                                     cycle_momentum=args.optimizer != "sgd" or args.momentum > 0)
     else:
         schedule = optim.CosineLR(optimizer, total=args.epochs)
-    trainer = Trainer(model, optimizer, schedule, batch_size=args.batch_size, seed=args.seed,
-                      max_shift=args.shift, progress=not args.no_progress, checkpoint=args.save, prepare=prepare,
-                      label_smoothing=args.label_smoothing)
+    try:
+        trainer = Trainer(model, optimizer, schedule, batch_size=args.batch_size, seed=args.seed,
+                          max_shift=args.shift, progress=not args.no_progress, checkpoint=args.save, prepare=prepare,
+                          label_smoothing=args.label_smoothing, graph=args.graph)
+    except ValueError as exc:  # e.g. --graph on the numpy backend: say what it needs, no traceback
+        print(exc, file=sys.stderr)
+        return 2
     if args.resume:
         trainer.resume(args.resume)
         say(f"resumed from {args.resume} after epoch {trainer.epoch}")

@@ -235,7 +235,7 @@ class OneCycleLR(LRSchedule):
 
     per_step = True
 
-    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.25,
+    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.3,
                  anneal_strategy: str = "cos", cycle_momentum: bool = True, base_momentum: float = 0.85,
                  max_momentum: float = 0.95, div_factor: float = 25.0, final_div_factor: float = 1e4) -> None:
         super().__init__(optimizer)

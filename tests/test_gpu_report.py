@@ -1,23 +1,43 @@
-"""benchmarks/gpu_report.py --dry-run: the report's plumbing on cuda-sim, end to end, in a subprocess."""
+"""benchmarks/gpu_report.py --dry-run: the report's plumbing on cuda-sim, end to end, in a subprocess; and the
+hand-written SGD step of its PyTorch CUDA-graph run against torch.optim.SGD + OneCycleLR."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, _sim_reason, mnist_dir
 
-pytestmark = pytest.mark.skipif(_sim_reason() is not None, reason=_sim_reason() or "")
-
 SECTIONS = ["Test suite", "Kernel benchmarks (bench_kernels.py)", "Training: gpucnn eager",
             "Training: gpucnn CUDA graphs", "Training: PyTorch eager", "Training: PyTorch CUDA graphs",
             "Speed-run recipe", "Launches and syncs per step"]
+ROW = r"^\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$"
 
 
+def _report_module():
+    if "gpu_report" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_report", REPO / "benchmarks" / "gpu_report.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_report"] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_report"]
+
+
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except Exception:  # noqa: BLE001 - the report treats a broken install as missing too
+        return False
+    return True
+
+
+@pytest.mark.skipif(_sim_reason() is not None, reason=_sim_reason() or "")
 def test_dry_run_writes_every_section_with_numbers(tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "gpu_report.py"), "--dry-run", "--out", str(tmp_path)]
     data = mnist_dir()
@@ -43,22 +63,95 @@ def test_dry_run_writes_every_section_with_numbers(tmp_path):
     assert bodies["Kernel benchmarks (bench_kernels.py)"].startswith("skipped: ")
 
     eager = bodies["Training: gpucnn eager"]
-    row = re.search(r"^\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", eager, re.M)
+    row = re.search(ROW, eager, re.M)
     assert row, eager
     assert float(row.group(1)) > 0 and 0 <= float(row.group(5)) <= 100
     assert float(re.search(r"warm-up \(.*?\): ([\d.]+) s", eager).group(1)) > 0
     assert float(re.search(r"time per epoch .*?: ([\d.]+) s", eager).group(1)) > 0
 
     graph = bodies["Training: gpucnn CUDA graphs"]  # captured and replayed on cuda-sim
-    assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \| [\d,]+ \| [\d.]+ \| [\d.]+ \|$", graph, re.M), graph
+    assert re.search(ROW, graph, re.M), graph
     assert "graph replay" in graph
-    torch_eager = bodies["Training: PyTorch eager"]
-    assert torch_eager.startswith("skipped: ") or re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \|", torch_eager, re.M)
-    assert bodies["Training: PyTorch CUDA graphs"].startswith("skipped: ")
 
-    counts = re.search(r"^\| cuda-sim \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
-                       bodies["Launches and syncs per step"], re.M)
-    assert counts, bodies["Launches and syncs per step"]
-    steps, launches, transfers, syncs = (float(g) for g in counts.groups())
-    assert steps >= 1 and launches > 0
+    # every training run is the speed-run recipe of train_mnist.py --speedrun, not the default one
+    training = [graph, eager]
+    torch_eager, torch_graphs = bodies["Training: PyTorch eager"], bodies["Training: PyTorch CUDA graphs"]
+    if _torch_importable():
+        assert re.search(ROW, torch_eager, re.M), torch_eager
+        # no capture on the CPU, but the graph step's code (device tables, counter, hand-written SGD) runs
+        assert not torch_graphs.startswith("skipped"), torch_graphs
+        assert re.search(ROW, torch_graphs, re.M), torch_graphs
+        assert "run eagerly on the CPU, no capture" in torch_graphs
+        training += [torch_eager, torch_graphs]
+    else:
+        assert torch_eager.startswith("skipped: ") and torch_graphs.startswith("skipped: ")
+    for body in training:
+        first = body.splitlines()[0]
+        for words in ("--speedrun", "SGD Nesterov", "OneCycleLR peak lr 0.1", "pct_start 0.25", "weight decay 0.0005",
+                      "batch 320", "label smoothing 0.1", "shifts 1"):
+            assert words in first, (words, first)
+        assert "cosine" not in first
+
+    launches = bodies["Launches and syncs per step"]
+    counts = re.search(r"^\| cuda-sim \| eager \| (\d+) \| ([\d.]+) \| ([\d.]+) \| 0 \| ([\d.]+) \| ([\d.]+) \|$",
+                       launches, re.M)
+    assert counts, launches
+    steps, kernels, launched, transfers, syncs = (float(g) for g in counts.groups())
+    assert steps >= 1 and kernels > 0 and launched == kernels
     assert transfers == 0 and syncs == 0
+    replayed = re.search(r"^\| cuda-sim \| CUDA graph, replayed \| (\d+) \| (\d+) \(recorded at the capture\) \| "
+                         r"([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", launches, re.M)
+    assert replayed, launches
+    steps, recorded, launched, replays, transfers, syncs = (float(g) for g in replayed.groups())
+    # the graph holds the eager step's kernels plus the gather, the loss sum and the step counter
+    assert steps >= 1 and recorded > kernels
+    assert launched == 0 and replays == 1 and transfers == 0 and syncs == 0
+
+
+def test_recipe_is_train_mnist_speedrun():
+    report = _report_module()
+    speedrun = report.train_mnist.SPEEDRUN
+    recipe = report.Recipe.speedrun()
+    for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "pct_start", "label_smoothing", "shift"):
+        assert getattr(recipe, name) == speedrun[name], name
+    assert recipe.target == 0.99
+    assert report.Recipe.speedrun(epochs=1, target=None).epochs == 1
+
+
+def test_graph_step_sgd_matches_torch_sgd_with_one_cycle():
+    """TableSGD (the update inside the PyTorch CUDA-graph step: lr and momentum read from device tables at
+    a device counter) gives the weights of torch.optim.SGD(nesterov) stepped with torch's OneCycleLR."""
+    torch = pytest.importorskip("torch")
+    report = _report_module()
+    steps, max_lr, pct_start, weight_decay = 8, 0.1, 0.25, 5e-4  # the peak on step 1 (pct_start * 8 - 1)
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 12, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+               for _ in range(steps)]
+    reference, ours = model(), model()
+    opt = torch.optim.SGD(reference.parameters(), lr=max_lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=pct_start)
+    lrs, momentums = report.one_cycle_table(torch, max_lr, steps, pct_start)
+    assert lrs[0] == pytest.approx(max_lr / 25) and momentums[0] == pytest.approx(0.95)
+    assert max(lrs) == pytest.approx(max_lr) and min(momentums) == pytest.approx(0.85)
+    table_sgd = report.TableSGD(torch, list(ours.parameters()), lrs, momentums, weight_decay)
+
+    def reference_step():
+        opt.step()
+        schedule.step()
+
+    for x, y in batches:
+        for net, update in ((reference, reference_step), (ours, table_sgd.step)):
+            net.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1).backward()
+            update()
+    assert int(table_sgd.count) == steps
+    for a, b in zip(reference.parameters(), ours.parameters(), strict=True):
+        # not bit for bit: torch fuses a + alpha*b where the tensor-scalar form rounds twice
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-5, atol=1e-7)
+    moved = [not torch.equal(a, b) for a, b in zip(model().parameters(), ours.parameters())]
+    assert all(moved)

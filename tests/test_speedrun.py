@@ -80,13 +80,15 @@ def test_one_cycle_matches_pytorch(kind, kwargs):
 def test_one_cycle_formula():
     """The shape without PyTorch: start max/25, peak at pct_start, end max/25/1e4, held after."""
     total, max_lr = 100, 0.4
-    lrs, moms = _ours("sgd", total, max_lr=max_lr)
+    lrs, moms = _ours("sgd", total, max_lr=max_lr, pct_start=0.25)
     assert lrs[0] == pytest.approx(max_lr / 25) and moms[0] == pytest.approx(0.95)
     assert lrs[24] == pytest.approx(max_lr) and moms[24] == pytest.approx(0.85)
     assert max(lrs) == pytest.approx(max_lr)
     assert lrs[-1] == pytest.approx(max_lr / 25 / 1e4) and moms[-1] == pytest.approx(0.95)
     low = max_lr / 25 / 1e4  # the cosine down from step 24 (pct_start * total - 1) to step 99
     assert lrs[62] == pytest.approx(low + (max_lr - low) / 2 * (1 + math.cos(math.pi * (62 - 24) / 75)))
+    default_lrs, _ = _ours("sgd", total, max_lr=max_lr)  # PyTorch's default pct_start, 0.3: the peak at step 29
+    assert default_lrs[29] == pytest.approx(max_lr) and default_lrs[28] < max_lr and default_lrs[30] < max_lr
     opt = optim.SGD(_net(), lr=0.1, momentum=0.9)
     schedule = optim.OneCycleLR(opt, max_lr, total_steps=10)
     for _ in range(15):
