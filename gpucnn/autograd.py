@@ -15,12 +15,22 @@ from typing import Any
 
 from .tensor import Tensor, backend_for_arrays
 
-_thread_state = threading.local()
+
+class _ThreadState(threading.local):
+    """Per-thread engine switches. Class-level defaults, so that reading one never misses: a
+    missed ``getattr(local, name, default)`` raises and catches AttributeError inside, which costs
+    more than the rest of a layer call's bookkeeping."""
+
+    enabled = True  # False inside no_grad()
+    tracer: Any = None  # set by tracing()
+
+
+_thread_state = _ThreadState()
 
 
 def is_grad_enabled() -> bool:
     """False inside ``no_grad()``: nothing is recorded or saved for a backward pass."""
-    return getattr(_thread_state, "enabled", True)
+    return _thread_state.enabled
 
 
 @contextlib.contextmanager
@@ -47,7 +57,7 @@ def tracing(tracer: Any) -> Iterator[None]:
 
 
 def current_tracer() -> Any:
-    return getattr(_thread_state, "tracer", None)
+    return _thread_state.tracer
 
 
 def no_grad() -> contextlib.AbstractContextManager:
@@ -161,7 +171,7 @@ class Function:
         # the per-call overhead matters (a LeNet-5 eval chunk is ~0.7 ms of 6 calls): plain loops and
         # a saved flag instead of generator expressions and a context manager
         state = _thread_state
-        recording = getattr(state, "enabled", True)
+        recording = state.enabled
         if not recording:
             return cls._apply_without_graph(state, args, kwargs)
         tensors, raw, needs, records = [], [], [], False
@@ -191,7 +201,7 @@ class Function:
             for index, out in enumerate(outputs):
                 out._node, out._index = node, index
         result = outputs if many else outputs[0]
-        tracer = getattr(state, "tracer", None)
+        tracer = state.tracer
         if tracer is not None:
             tracer.function_called(cls, args, kwargs, result)
         return result
@@ -211,7 +221,7 @@ class Function:
         make = Tensor._wrap
         result = tuple(make(r, False, backend) for r in result) if isinstance(result, tuple) else \
             make(result, False, backend)
-        tracer = getattr(state, "tracer", None)
+        tracer = state.tracer
         if tracer is not None:
             tracer.function_called(cls, args, kwargs, result)
         return result

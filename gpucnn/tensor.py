@@ -291,9 +291,16 @@ class Tensor:
 
 
 def _basic() -> Any:
-    from .functions import basic
+    # functions.basic imports this module, so it is imported on first use, then kept
+    global _basic_module
+    if _basic_module is None:
+        from .functions import basic
 
-    return basic
+        _basic_module = basic
+    return _basic_module
+
+
+_basic_module: Any = None
 
 
 class HookHandle:

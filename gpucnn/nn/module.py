@@ -227,7 +227,9 @@ class Module:
 
     # ------------------------------------------------------------------ running
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if args:
+        if len(args) == 1:
+            args = (self._as_input(args[0]),)
+        elif args:
             args = (self._as_input(args[0]),) + tuple(_wrap(a, self.backend) for a in args[1:])
         tracer = current_tracer()
         if tracer is None:
