@@ -171,28 +171,29 @@ class Function:
         # the per-call overhead matters (a LeNet-5 eval chunk is ~0.7 ms of 6 calls): plain loops and
         # a saved flag instead of generator expressions and a context manager
         state = _thread_state
-        recording = state.enabled
-        if not recording:
-            return cls._apply_without_graph(state, args, kwargs)
-        tensors, raw, needs, records = [], [], [], False
+        recording = state.enabled  # False under no_grad: no input wants a gradient, nothing is recorded
+        tensors, raw, needs = [], [], []
         for a in args:
             if isinstance(a, Tensor):
                 tensors.append(a)
                 raw.append(a.data)
-                need = a.requires_grad
-                records = records or need
-                needs.append(need)
+                needs.append(recording and a.requires_grad)
             else:
                 raw.append(a)
                 needs.append(False)
-        ctx = Context(_common_backend(tensors, cls), tuple(needs), records)
-        state.enabled = False
-        try:
+        records = True in needs
+        backend = backend_for_arrays(tensors, cls.__name__)
+        ctx = Context(backend, tuple(needs), records)
+        if recording:
+            state.enabled = False  # ops inside forward record nothing of their own
+            try:
+                result = cls.forward(ctx, *raw, **kwargs)
+            finally:
+                state.enabled = True
+        else:
             result = cls.forward(ctx, *raw, **kwargs)
-        finally:
-            state.enabled = True
         many = isinstance(result, tuple)
-        backend = ctx.backend
+        backend = ctx.backend  # a forward may move its result (Tensor.to sets ctx.backend to the target)
         make = Tensor._wrap
         outputs = tuple(make(r, records, backend) for r in result) if many else (make(result, records, backend),)
         if records:
@@ -205,36 +206,6 @@ class Function:
         if tracer is not None:
             tracer.function_called(cls, args, kwargs, result)
         return result
-
-    @classmethod
-    def _apply_without_graph(cls, state: Any, args: tuple, kwargs: dict) -> Any:
-        """``apply`` under no_grad (inference): no input wants a gradient and nothing is recorded."""
-        tensors, raw = [], []
-        for a in args:
-            if isinstance(a, Tensor):
-                tensors.append(a)
-                raw.append(a.data)
-            else:
-                raw.append(a)
-        backend = _common_backend(tensors, cls)
-        result = cls.forward(Context(backend, (False,) * len(args)), *raw, **kwargs)
-        make = Tensor._wrap
-        result = tuple(make(r, False, backend) for r in result) if isinstance(result, tuple) else \
-            make(result, False, backend)
-        tracer = state.tracer
-        if tracer is not None:
-            tracer.function_called(cls, args, kwargs, result)
-        return result
-
-
-def _common_backend(tensors: list[Tensor], function: type) -> Any:
-    if tensors:
-        backend = tensors[0].backend
-        for t in tensors:
-            if t.backend is not backend:
-                return backend_for_arrays(tensors, function.__name__)
-        return backend
-    return backend_for_arrays(tensors, function.__name__)
 
 
 # ---------------------------------------------------------------------------- the backward pass

@@ -523,6 +523,9 @@ def test_tensor_api(backend):
         (moved * moved).sum().backward()
         assert a.grad.backend.name == source
         np.testing.assert_array_equal(a.grad.numpy(), [2.0, -4.0, 6.0])
+        with gpucnn.no_grad():  # the same move without a graph (inference)
+            moved = a.to(target)
+        assert moved.backend.name == target and not moved.requires_grad
 
 
 def test_tensor_truth_and_number_conversions():
