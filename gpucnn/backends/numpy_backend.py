@@ -322,8 +322,9 @@ class NumpyBackend(Backend):
     #: buffer stays small (1.3 MB for LeNet's first layer); 64 measured best on the 2-core machine
     BATCH_CHUNK = 64
     #: LeNet-5 inference at batch 1024 on the 2-core machine: 57 ms whole, 44 ms in chunks of 32;
-    #: chunks of 48 are 5-10% faster again than 32 and than 64 (interleaved in one process), and
-    #: as fast as 64 for ResNet-8 and the examples/mnist net, whose larger GEMMs like bigger chunks
+    #: chunks of 48 are 5-10% faster again than 32 and than 64 in quiet minutes (interleaved in one
+    #: process; in loaded minutes 32 and 48 trade places within +-6%), and as fast as 64 for ResNet-8
+    #: and the examples/mnist net, whose larger GEMMs like bigger chunks
     eval_batch_chunk = 48
     #: plain convolutions (not the fused conv + ReLU + max-pool op LeNet-5 uses) run on (C, N, H, W)
     #: images ("Convolution on (C, N, H, W) images" below); False: the batch-innermost im2col path
