@@ -19,6 +19,10 @@ and each framework's peak resident memory (MiB, median over rounds). glibc's all
 
     python benchmarks/bench_cpu.py [--models lenet5,mnist-net,resnet8] [--processes 3] [--out FILE.md]
     python benchmarks/bench_cpu.py --models lenet5 --baseline ../old-checkout
+    python benchmarks/bench_cpu.py --gpucnn-threads --out FILE.md
+
+``--gpucnn-threads`` also times gpucnn with the NumPy backend's opt-in two-thread halves in every round
+(``GPUCNN_CPU_THREADS=2 OPENBLAS_THREAD_TIMEOUT=4``; needs threadpoolctl), as three more columns.
 
 ``--baseline DIR`` also runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker for LeNet-5 (its code,
 its API: the worker of commits before this file took no --model) in every round, so a change is
@@ -213,11 +217,20 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+#: the gpucnn-threads runs: the NumPy backend's two-thread halves, and OpenBLAS's idle workers told to
+#: stop spinning after a few cycles instead of ~0.1 s (gpucnn/backends/cpu_threads.py says why)
+THREADS_ENV = {"GPUCNN_CPU_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
 def run_worker(framework: str, model: str, case: str, args: argparse.Namespace) -> tuple[float, float]:
     """(median ms, peak resident MiB) of one case in a fresh process."""
+    env = _environment(args)
+    if framework == "gpucnn-threads":
+        env.update(THREADS_ENV)
+        framework = "gpucnn"
     command = [sys.executable, __file__, "--worker", framework, "--model", model, "--case", case, "--steps",
                str(args.steps), "--threads", str(args.threads)]
-    out = subprocess.run(command, capture_output=True, text=True, env=_environment(args), check=True)
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["ms"], result["peak_mib"]
 
@@ -239,6 +252,8 @@ def main() -> int:
     parser.add_argument("--no-malloc-env", action="store_true", help="leave glibc's allocator at its defaults")
     parser.add_argument("--out", default=None, help="also write the table as markdown here")
     parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time (LeNet-5) in the same rounds")
+    parser.add_argument("--gpucnn-threads", action="store_true",
+                        help="also time gpucnn with " + " ".join(f"{k}={v}" for k, v in THREADS_ENV.items()))
     parser.add_argument("--worker", choices=["gpucnn", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=list(MODELS), default="lenet5", help=argparse.SUPPRESS)
     parser.add_argument("--case", default="train b128", help=argparse.SUPPRESS)
@@ -260,7 +275,7 @@ def main() -> int:
     for i in range(args.processes):
         for model in models:
             for case in cases(model):
-                for framework in ("gpucnn", "torch"):
+                for framework in ("gpucnn", "torch") + (("gpucnn-threads",) if args.gpucnn_threads else ()):
                     ms, peak = run_worker(framework, model, case, args)
                     times.setdefault((framework, model, case), []).append(ms)
                     peaks.setdefault((framework, model, case), []).append(peak)
@@ -293,11 +308,14 @@ def _table(args: argparse.Namespace, models: list[str], times: dict, peaks: dict
     header = (f"{datetime.date.today()}, commit {commit or '?'}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, "
               f"glibc malloc: {malloc}; median of {args.processes} per-process medians")
-    baseline = bool(args.baseline)
-    lines = [header + (f"; baseline: {args.baseline}" if baseline else ""), "",
+    baseline, threaded = bool(args.baseline), args.gpucnn_threads
+    extra = "; threads: " + " ".join(f"{k}={v}" for k, v in THREADS_ENV.items()) if threaded else ""
+    lines = [header + (f"; baseline: {args.baseline}" if baseline else "") + extra, "",
              "| model | case | gpucnn ms | PyTorch ms | gpucnn / PyTorch | per-round ratios | gpucnn peak MiB "
-             "| PyTorch peak MiB |" + (" baseline ms | gpucnn / baseline | per-round ratios |" if baseline else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if baseline else "")]
+             "| PyTorch peak MiB |" + (" baseline ms | gpucnn / baseline | per-round ratios |" if baseline else "")
+             + (" threads ms | threads / PyTorch | per-round ratios | threads peak MiB |" if threaded else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if baseline else "")
+             + ("---|---|---|---|" if threaded else "")]
     for model in models:
         for case in cases(model):
             ours, theirs = times[("gpucnn", model, case)], times[("torch", model, case)]
@@ -307,6 +325,10 @@ def _table(args: argparse.Namespace, models: list[str], times: dict, peaks: dict
             before = times.get(("baseline", model, case))
             if baseline and before:
                 row += f" {statistics.median(before):.2f} | {_ratio_cells(ours, before)} |"
+            if threaded:
+                with_threads = times[("gpucnn-threads", model, case)]
+                row += (f" {statistics.median(with_threads):.2f} | {_ratio_cells(with_threads, theirs)} | "
+                        f"{statistics.median(peaks[('gpucnn-threads', model, case)]):.0f} |")
             lines.append(row)
     return "\n".join(lines)
 

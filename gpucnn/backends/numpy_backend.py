@@ -23,6 +23,7 @@ from .base import (
     dropout_threshold,
     hash32,
 )
+from .cpu_threads import BatchHalves
 from .shapes import conv_output_hw, pool_output_hw
 
 
@@ -311,7 +312,7 @@ def _dropout_mask_for_key(shape: tuple[int, ...], p: float, key: int) -> np.ndar
     return keep.astype(np.uint8).reshape(shape)
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(BatchHalves, Backend):
     name = "numpy"
     xp = np
     array_type = np.ndarray
@@ -347,6 +348,13 @@ class NumpyBackend(Backend):
         # the backward pass compares a quarter of the bytes that the int32 argmax would take
         self._saved_offsets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._scratch = _Scratch()
+        # id(x) -> (x, split, (x[:split], x[split:])): see BatchHalves
+        self._saved_halves: dict[int, tuple] = {}
+
+    def _new_part(self) -> NumpyBackend:
+        part = type(self)()
+        part._is_part = True
+        return part
 
     @staticmethod
     def _remember(cache: dict, key: int, value: tuple, limit: int) -> None:
@@ -396,7 +404,7 @@ class NumpyBackend(Backend):
             self._scratch.give(part)
 
     # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
-    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
+    def _whole_conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
         n = x.shape[0]
         k, _, kh, kw = w.shape
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
@@ -413,7 +421,7 @@ class NumpyBackend(Backend):
         return y
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
-    def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+    def _whole_conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
         kh, kw = w.shape[2:]
         oh, ow = dy.shape[2:]
         mode = self._cnhw_mode(x.shape, w.shape, stride, padding, groups, oh, ow)
@@ -667,7 +675,7 @@ class NumpyBackend(Backend):
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
-    def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+    def _whole_conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
                                       pool_padding, ceil_mode, keep_for_backward=False):
         n = x.shape[0]
         k, _, kh, kw = w.shape
@@ -701,7 +709,7 @@ class NumpyBackend(Backend):
         return y, (ConvPoolState("tiled", (column_chunks, offsets, (oh, ow))) if keep_for_backward else None)
 
     # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
-    def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
+    def _whole_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
                                        pool_stride, pool_padding, need_input_grad=True):
         if not isinstance(saved, ConvPoolState) or saved.kind != "tiled":
             return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
@@ -912,7 +920,7 @@ class NumpyBackend(Backend):
 
     # ---------------------------------------------------------------- fully connected
     # x: (M, K), w: (N, K), b: (N,) -> y: (M, N)
-    def linear_forward(self, x, w, b, relu=False):
+    def _whole_linear_forward(self, x, w, b, relu=False):
         y = x @ w.T
         if b is not None:
             y += b
@@ -921,7 +929,7 @@ class NumpyBackend(Backend):
         return y
 
     # dy: (M, N) -> dx: (M, K), dw: (N, K), db: (N,)
-    def linear_backward(self, dy, x, w, need_input_grad=True, relu_output=None):
+    def _whole_linear_backward(self, dy, x, w, need_input_grad=True, relu_output=None):
         if relu_output is not None:
             dy = self.relu_backward(dy, relu_output)
         rows = dy.reshape(-1, dy.shape[-1])

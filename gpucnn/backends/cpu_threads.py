@@ -1,0 +1,248 @@
+"""Two halves of a batch at once on the CPU: the NumPy backend's only threading (opt-in).
+
+NumPy runs every elementwise pass, copy and transpose on one core; only BLAS uses more. With
+``GPUCNN_CPU_THREADS=2`` a large convolution or Linear layer runs as two halves in two threads
+(NumPy releases the GIL inside its loops), each with half of BLAS's threads: a convolution alone
+measured 1.2-1.35x faster on the 2-core development machine, and whole training steps 0.86x the
+time (ResNet-8, the examples/mnist net), but only with ``OPENBLAS_THREAD_TIMEOUT=4`` set before
+Python starts. Without it, OpenBLAS's own worker spins on a core for about 0.1 s after every
+two-thread BLAS call made between the halves' ops, and the same steps took 1.25-1.4x the time
+(benchmarks/results/cpu-threads-2026-11-24.md). Small ops (LeNet-5's) stay whole: two threads that
+each make many short NumPy calls pass the GIL back and forth and lose.
+
+Off by default, so the default arithmetic is the single-threaded one. Where a split happens
+depends only on the shapes, so a run is reproducible; it is not bitwise the same as with threads
+off, because OpenBLAS partitions some GEMMs differently by thread count. Limiting BLAS's threads
+needs ``threadpoolctl`` (``pip install gpucnn[threads]``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .base import ConvPoolState
+from .shapes import conv_output_hw
+
+_lock = threading.Lock()  # one pair at a time: a second caller (another user thread) runs serially
+_state: dict[str, Any] = {}
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _requested_threads() -> int:
+    value = os.environ.get("GPUCNN_CPU_THREADS", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"GPUCNN_CPU_THREADS: expected an integer number of threads, got {value!r}") from None
+
+
+def _blas_controllers() -> list[Any] | None:
+    """threadpoolctl's handles on the loaded BLAS libraries, or None when the pair cannot run in
+    parallel (no threadpoolctl, one core, or threads turned off)."""
+    if "blas" not in _state:
+        blas = None
+        if _requested_threads() >= 2 and _cores() >= 2:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                warnings.warn("GPUCNN_CPU_THREADS asks for threads, which need threadpoolctl to limit BLAS's own: "
+                              "pip install gpucnn[threads]; running single-threaded", RuntimeWarning, stacklevel=2)
+            else:
+                blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"] or None
+        _state["blas"] = blas
+    return _state["blas"]
+
+
+def parallel_available() -> bool:
+    """True when GPUCNN_CPU_THREADS asks for threads and run_pair can run its two calls at once."""
+    return _blas_controllers() is not None
+
+
+def run_pair(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+    """(first(), second()), the two run at once where possible (see the module docstring)."""
+    blas = _blas_controllers()
+    if blas is None or not _lock.acquire(blocking=False):
+        return first(), second()
+    try:
+        pool = _state.get("pool")
+        if pool is None:
+            pool = _state["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucnn-half")
+        counts = [c.num_threads for c in blas]
+        for controller, count in zip(blas, counts):
+            controller.set_num_threads(max(1, count // 2))
+        try:
+            later = pool.submit(second)
+            try:
+                result = first()
+            finally:
+                other = later.result()  # waited for even when first() raised: BLAS is shared
+            return result, other
+        finally:
+            for controller, count in zip(blas, counts):
+                controller.set_num_threads(count)
+    finally:
+        _lock.release()
+
+
+def reset() -> None:
+    """Read GPUCNN_CPU_THREADS and look for threadpoolctl and BLAS again (after the variable changes)."""
+    _state.pop("blas", None)
+
+
+class BatchHalves:
+    """The NumPy backend's convolutions and Linear layers in two halves (a mixin; see the module).
+
+    A convolution whose im2col work (N * C/G*KH*KW * OH*OW elements) reaches ``split_min_columns``
+    runs as the same op on x[:N//2] and x[N//2:], on two part backends (each with its own scratch
+    buffers and saved im2col matrices, so the halves share nothing), through ``run_pair``. The
+    weight and bias gradients are the two halves' sums added in that order. The subclass provides
+    the ``_whole_*`` ops and ``_new_part()``.
+    """
+
+    #: split a convolution whose im2col matrix would have at least this many elements
+    split_min_columns = 4 << 20
+    #: split a Linear layer (forward and backward) doing at least this many multiply-adds
+    split_min_products = 8 << 20
+    _parts: tuple[Any, Any] | None = None
+    _is_part = False
+
+    def _split_point(self, x_shape, w_shape, out_hw) -> int | None:
+        n = x_shape[0]
+        if self._is_part or n < 2 or not parallel_available():
+            return None
+        per_image = w_shape[1] * w_shape[2] * w_shape[3] * out_hw[0] * out_hw[1]
+        return n // 2 if n * per_image >= self.split_min_columns else None
+
+    def _halves(self) -> tuple[Any, Any]:
+        if self._parts is None:
+            self._parts = (self._new_part(), self._new_part())
+        settings = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if settings:  # e.g. a test's flat_conv = False on this instance: the parts follow it
+            for part in self._parts:
+                vars(part).update(settings)
+        return self._parts
+
+    def _kept_halves(self, x, split, keep: bool):
+        """x's two halves; a training forward remembers the very view objects, so that each part finds
+        the im2col matrices it kept under their ids."""
+        halves = (x[:split], x[split:])
+        if keep:
+            self._remember(self._saved_halves, id(x), (x, split, halves), self.SAVED_COLUMNS)
+        return halves
+
+    def _reused_halves(self, x, split):
+        saved = self._saved_halves.pop(id(x), None)
+        if saved is not None and saved[0] is x and saved[1] == split:
+            return saved[2]
+        return x[:split], x[split:]
+
+    # x: (N, C, H, W) -> y: (N, K, OH, OW)
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
+        out_hw = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
+        split = self._split_point(x.shape, w.shape, out_hw)
+        if split is None:
+            return self._whole_conv2d_forward(x, w, b, stride, padding, dilation, groups, relu, keep_for_backward)
+        (lo, hi), (first, second) = self._kept_halves(x, split, keep_for_backward), self._halves()
+        y_lo, y_hi = run_pair(
+            lambda: first._whole_conv2d_forward(lo, w, b, stride, padding, dilation, groups, relu, keep_for_backward),
+            lambda: second._whole_conv2d_forward(hi, w, b, stride, padding, dilation, groups, relu, keep_for_backward))
+        return np.concatenate((y_lo, y_hi))
+
+    # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+        split = self._split_point(x.shape, w.shape, dy.shape[2:])
+        if split is None:
+            return self._whole_conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad)
+        (lo, hi), (first, second) = self._reused_halves(x, split), self._halves()
+        grads_lo, grads_hi = run_pair(
+            lambda: first._whole_conv2d_backward(dy[:split], lo, w, stride, padding, dilation, groups,
+                                                 need_input_grad),
+            lambda: second._whole_conv2d_backward(dy[split:], hi, w, stride, padding, dilation, groups,
+                                                  need_input_grad))
+        return _joined(grads_lo, grads_hi)
+
+    # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
+    def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+                                      pool_padding, ceil_mode, keep_for_backward=False):
+        split = self._split_point(x.shape, w.shape, conv_output_hw(x.shape, w.shape, stride, padding, dilation))
+        args = (stride, padding, dilation, groups, kernel, pool_stride, pool_padding, ceil_mode, keep_for_backward)
+        if split is None:
+            return self._whole_conv2d_relu_maxpool2d_forward(x, w, b, *args)
+        first, second = self._halves()
+        (y_lo, state_lo), (y_hi, state_hi) = run_pair(
+            lambda: first._whole_conv2d_relu_maxpool2d_forward(x[:split], w, b, *args),
+            lambda: second._whole_conv2d_relu_maxpool2d_forward(x[split:], w, b, *args))
+        state = ConvPoolState("halves", (split, state_lo, state_hi)) if keep_for_backward else None
+        return np.concatenate((y_lo, y_hi)), state
+
+    # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
+                                       pool_stride, pool_padding, need_input_grad=True):
+        args = (stride, padding, dilation, groups, kernel, pool_stride, pool_padding, need_input_grad)
+        if not isinstance(saved, ConvPoolState) or saved.kind != "halves":
+            return self._whole_conv2d_relu_maxpool2d_backward(dy, saved, x, w, *args)
+        split, state_lo, state_hi = saved.use()
+        first, second = self._halves()
+        grads_lo, grads_hi = run_pair(
+            lambda: first._whole_conv2d_relu_maxpool2d_backward(dy[:split], state_lo, x[:split], w, *args),
+            lambda: second._whole_conv2d_relu_maxpool2d_backward(dy[split:], state_hi, x[split:], w, *args))
+        return _joined(grads_lo, grads_hi)
+
+    # A Linear layer splits bitwise: by its output features forward (y's columns) and for dw (its
+    # rows), by the batch for dx; every element is the same product over the same inputs.
+    def _linear_split(self, rows: int, features: int, inputs: int) -> bool:
+        return (not self._is_part and rows * features * inputs >= self.split_min_products and features >= 2
+                and parallel_available())
+
+    # x: (M, K), w: (N, K) -> y: (M, N)
+    def linear_forward(self, x, w, b, relu=False):
+        features = w.shape[0]
+        if x.ndim != 2 or not self._linear_split(x.shape[0], features, w.shape[1]):
+            return self._whole_linear_forward(x, w, b, relu)
+        half = features // 2
+        y = np.empty((x.shape[0], features), dtype=np.result_type(x, w))
+
+        def part(lo, hi):
+            y[:, lo:hi] = self._whole_linear_forward(x, w[lo:hi], None if b is None else b[lo:hi], relu)
+
+        run_pair(lambda: part(0, half), lambda: part(half, features))
+        return y
+
+    # dy: (M, N) -> dx: (M, K), dw: (N, K), db: (N,)
+    def linear_backward(self, dy, x, w, need_input_grad=True, relu_output=None):
+        if dy.ndim != 2 or not self._linear_split(dy.shape[0], w.shape[0], w.shape[1]):
+            return self._whole_linear_backward(dy, x, w, need_input_grad, relu_output)
+        if relu_output is not None:
+            dy = self.relu_backward(dy, relu_output)
+        rows, features = dy.shape
+        dw = np.empty(w.shape, dtype=np.result_type(dy, x))
+        dx = np.empty(x.shape, dtype=np.result_type(dy, w)) if need_input_grad else None
+        half, half_rows = features // 2, rows // 2
+
+        def part(lo, hi, row_lo, row_hi):
+            dw[lo:hi] = dy[:, lo:hi].T @ x
+            if dx is not None:
+                dx[row_lo:row_hi] = dy[row_lo:row_hi] @ w
+
+        run_pair(lambda: part(0, half, 0, half_rows), lambda: part(half, features, half_rows, rows))
+        return dx, dw, dy.sum(axis=0)
+
+
+def _joined(lo: tuple, hi: tuple) -> tuple:
+    """(dx, dw, db) of the whole batch from its halves': dx stacked, dw and db summed low + high."""
+    dx = None if lo[0] is None else np.concatenate((lo[0], hi[0]))
+    db = None if lo[2] is None else lo[2] + hi[2]
+    return dx, lo[1] + hi[1], db

@@ -1,0 +1,171 @@
+"""The NumPy backend's opt-in threads (gpucnn/backends/cpu_threads.py): convolutions and Linear
+layers split into two batch halves run in two threads.
+
+Tolerances: against the float64 loops in reference.py at rtol 1e-4 / atol 1e-5, as in
+test_ops.py and test_cpu_paths.py. Each half is the unsplit op on half the images, so only the
+weight and bias gradients change their summation order (the two halves' sums added), which moves
+a float32 sum of a few hundred unit-normal products by a few 1e-6 at most.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from gpucnn.backends import cpu_threads
+from gpucnn.backends.numpy_backend import NumpyBackend
+
+import reference as ref
+
+pytest.importorskip("threadpoolctl")
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Threads on (two cores assumed) and every op large enough to split."""
+    monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
+    monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
+    cpu_threads.reset()
+    backend = NumpyBackend()
+    backend.split_min_columns = 1
+    backend.split_min_products = 1
+    yield backend
+    cpu_threads.reset()
+
+
+def _count_pairs(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = cpu_threads.run_pair
+
+    def counted(first, second):
+        calls.append(1)
+        return original(first, second)
+
+    monkeypatch.setattr(cpu_threads, "run_pair", counted)
+    return calls
+
+
+# N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_backend.py
+CONV_CASES = [
+    (5, 4, 10, 10, 6, 3, 1, (1, 1, 1, 1), True),    # shift
+    (4, 3, 9, 8, 5, 3, 2, (1, 1, 1, 1), True),      # gather
+    (4, 3, 9, 8, 5, 1, 2, (0, 0, 0, 0), True),      # pointwise
+    (5, 2, 8, 7, 4, 3, 1, (1, 0, 2, 1), False),     # batch-innermost im2col
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=["shift", "gather", "pointwise", "im2col"])
+def test_split_convolution_matches_reference(case, threads, monkeypatch, rng):
+    n, c, h, w, k, ks, s, padding, flat = case
+    threads.flat_conv = flat
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    spec = ((s, s), padding, (1, 1), 1)
+    pairs = _count_pairs(monkeypatch)
+    y = threads.conv2d_forward(x, weight, bias, *spec, relu=False, keep_for_backward=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = threads.conv2d_backward(dy, x, weight, *spec)
+    assert len(pairs) == 2
+    assert not threads._saved_halves  # the backward used the halves the forward kept
+    np.testing.assert_allclose(y, ref.conv2d(x, weight, bias, *spec), **TOL)
+    want_dx, want_dw, want_db = ref.conv2d_backward(dy, x, weight, *spec)
+    np.testing.assert_allclose(dx, want_dx, **TOL)
+    np.testing.assert_allclose(dw, want_dw, **TOL)
+    np.testing.assert_allclose(db, want_db, **TOL)
+
+
+def test_split_fused_conv_pool_matches_whole(threads, rng):
+    x = rng.standard_normal((6, 3, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, (2, 2), (2, 2), (0, 0))
+    y, state = threads.conv2d_relu_maxpool2d_forward(x, weight, bias, *args, False, True)
+    assert state.kind == "halves"
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    grads = threads.conv2d_relu_maxpool2d_backward(dy, state, x, weight, *args)
+    whole = NumpyBackend()
+    want_y, want_state = whole.conv2d_relu_maxpool2d_forward(x, weight, bias, *args, False, True)
+    want = whole.conv2d_relu_maxpool2d_backward(dy, want_state, x, weight, *args)
+    np.testing.assert_array_equal(y, want_y)  # per image: the halves compute exactly what the whole does
+    np.testing.assert_array_equal(grads[0], want[0])
+    for got, expected in zip(grads[1:], want[1:]):
+        np.testing.assert_allclose(got, expected, **TOL)
+    with pytest.raises(ValueError, match="used up"):
+        threads.conv2d_relu_maxpool2d_backward(dy, state, x, weight, *args)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_split_linear_matches_whole(relu, threads, monkeypatch, rng):
+    x = rng.standard_normal((7, 20)).astype(np.float32)
+    weight = rng.standard_normal((9, 20)).astype(np.float32)
+    bias = rng.standard_normal(9).astype(np.float32)
+    pairs = _count_pairs(monkeypatch)
+    y = threads.linear_forward(x, weight, bias, relu)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = threads.linear_backward(dy, x, weight, True, y if relu else None)
+    assert len(pairs) == 2
+    whole = NumpyBackend()
+    want_y = whole.linear_forward(x, weight, bias, relu)
+    np.testing.assert_allclose(y, want_y, **TOL)
+    for got, expected in zip((dx, dw, db), whole.linear_backward(dy, x, weight, True, want_y if relu else None)):
+        np.testing.assert_allclose(got, expected, **TOL)
+
+
+def test_threaded_runs_are_reproducible(threads, rng):
+    x = rng.standard_normal((8, 4, 10, 10)).astype(np.float32)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    spec = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    first = threads.conv2d_backward(np.ones((8, 6, 10, 10), np.float32), x, weight, *spec)
+    again = threads.conv2d_backward(np.ones((8, 6, 10, 10), np.float32), x, weight, *spec)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_off_by_default_and_small_ops_stay_whole(monkeypatch):
+    monkeypatch.delenv("GPUCNN_CPU_THREADS", raising=False)
+    cpu_threads.reset()
+    backend = NumpyBackend()
+    assert not cpu_threads.parallel_available()
+    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (32, 32)) is None
+    monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
+    monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
+    cpu_threads.reset()
+    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (32, 32)) == 128
+    assert backend._split_point((128, 6, 14, 14), (16, 6, 5, 5), (10, 10)) is None  # LeNet-5's conv2
+    cpu_threads.reset()
+
+
+def test_threads_without_threadpoolctl_warn_and_run_whole(monkeypatch):
+    monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
+    monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+    cpu_threads.reset()
+    with pytest.warns(RuntimeWarning, match="threadpoolctl"):
+        assert not cpu_threads.parallel_available()
+    cpu_threads.reset()
+
+
+def test_bad_thread_count_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("GPUCNN_CPU_THREADS", "two")
+    cpu_threads.reset()
+    with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS.*'two'"):
+        cpu_threads.parallel_available()
+    cpu_threads.reset()
+
+
+def test_an_error_in_a_half_is_raised_and_blas_threads_come_back(threads):
+    blas = cpu_threads._blas_controllers()
+    before = [c.num_threads for c in blas]
+
+    def fails():
+        raise RuntimeError("second half")
+
+    with pytest.raises(RuntimeError, match="second half"):
+        cpu_threads.run_pair(lambda: 1, fails)
+    assert [c.num_threads for c in blas] == before
+    assert cpu_threads.run_pair(lambda: 1, lambda: 2) == (1, 2)
