@@ -2,18 +2,19 @@
 
 NumPy runs every elementwise pass, copy and transpose on one core; only BLAS uses more. With
 ``GPUCNN_CPU_THREADS=2`` a large convolution or Linear layer runs as two halves in two threads
-(NumPy releases the GIL inside its loops), each with half of BLAS's threads: a convolution alone
-measured 1.2-1.35x faster on the 2-core development machine, and whole training steps 0.86x the
-time (ResNet-8, the examples/mnist net), but only with ``OPENBLAS_THREAD_TIMEOUT=4`` set before
-Python starts. Without it, OpenBLAS's own worker spins on a core for about 0.1 s after every
-two-thread BLAS call made between the halves' ops, and the same steps took 1.25-1.4x the time
-(benchmarks/results/cpu-threads-2026-11-24.md). Small ops (LeNet-5's) stay whole: two threads that
-each make many short NumPy calls pass the GIL back and forth and lose.
+(NumPy releases the GIL inside its loops), each with half of BLAS's threads. On the 2-core
+development machine a large convolution alone ran 1.1-1.36x faster, and the examples/mnist net's
+training step went from 1.50x to 1.27x PyTorch's time at batch 128 (inference 0.83x -> 0.68x), but
+only with ``OPENBLAS_THREAD_TIMEOUT=4`` set before Python starts: without it OpenBLAS's own worker
+spins on a core for ~0.1 s after every two-thread BLAS call made between the halves' ops, and whole
+steps ran 1.25-1.4x slower. With it, networks of many mid-size ops lose instead (ResNet-8 inference,
+LeNet-5 inference 0.79x -> 0.95x): OpenBLAS's workers then sleep between calls. Hence opt-in; the
+numbers are in benchmarks/results/cpu-threads-2026-11-24.md. Small ops (LeNet-5's) always stay
+whole: two threads that each make many short NumPy calls pass the GIL back and forth and lose.
 
-Off by default, so the default arithmetic is the single-threaded one. Where a split happens
-depends only on the shapes, so a run is reproducible; it is not bitwise the same as with threads
-off, because OpenBLAS partitions some GEMMs differently by thread count. Limiting BLAS's threads
-needs ``threadpoolctl`` (``pip install gpucnn[threads]``).
+Where a split happens depends only on the shapes, so a threaded run is reproducible; it is not
+bitwise the default one, because OpenBLAS partitions some GEMMs differently by thread count.
+Limiting BLAS's threads needs ``threadpoolctl`` (``pip install gpucnn[threads]``).
 """
 
 from __future__ import annotations
