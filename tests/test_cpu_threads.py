@@ -131,12 +131,13 @@ def test_off_by_default_and_small_ops_stay_whole(monkeypatch):
     cpu_threads.reset()
     backend = NumpyBackend()
     assert not cpu_threads.parallel_available()
-    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (32, 32)) is None
+    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) is None
     monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
     monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
     cpu_threads.reset()
-    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (32, 32)) == 128
-    assert backend._split_point((128, 6, 14, 14), (16, 6, 5, 5), (10, 10)) is None  # LeNet-5's conv2
+    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) == 128
+    lenet_conv2 = ((128, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1))
+    assert backend._split_point(*lenet_conv2) is None
     cpu_threads.reset()
 
 

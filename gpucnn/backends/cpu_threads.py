@@ -120,11 +120,17 @@ class BatchHalves:
     _parts: tuple[Any, Any] | None = None
     _is_part = False
 
-    def _split_point(self, x_shape, w_shape, out_hw) -> int | None:
+    def _threaded(self) -> bool:
+        """Whether this backend splits at all: threads are on and it is not itself a half's part."""
+        return not self._is_part and parallel_available()
+
+    def _split_point(self, x_shape, w_shape, stride, padding, dilation) -> int | None:
+        """Where a convolution's batch splits, or None: it runs whole."""
         n = x_shape[0]
-        if self._is_part or n < 2 or not parallel_available():
+        if n < 2 or not self._threaded():  # before any shape arithmetic: the default path pays nothing more
             return None
-        per_image = w_shape[1] * w_shape[2] * w_shape[3] * out_hw[0] * out_hw[1]
+        oh, ow = conv_output_hw(x_shape, w_shape, stride, padding, dilation)
+        per_image = w_shape[1] * w_shape[2] * w_shape[3] * oh * ow
         return n // 2 if n * per_image >= self.split_min_columns else None
 
     def _halves(self) -> tuple[Any, Any]:
@@ -145,15 +151,11 @@ class BatchHalves:
         return halves
 
     def _reused_halves(self, x, split):
-        saved = self._saved_halves.pop(id(x), None)
-        if saved is not None and saved[0] is x and saved[1] == split:
-            return saved[2]
-        return x[:split], x[split:]
+        return self._recall(self._saved_halves, x, split) or (x[:split], x[split:])
 
     # x: (N, C, H, W) -> y: (N, K, OH, OW)
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
-        out_hw = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
-        split = self._split_point(x.shape, w.shape, out_hw)
+        split = self._split_point(x.shape, w.shape, stride, padding, dilation)
         if split is None:
             return self._whole_conv2d_forward(x, w, b, stride, padding, dilation, groups, relu, keep_for_backward)
         (lo, hi), (first, second) = self._kept_halves(x, split, keep_for_backward), self._halves()
@@ -164,7 +166,7 @@ class BatchHalves:
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
     def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
-        split = self._split_point(x.shape, w.shape, dy.shape[2:])
+        split = self._split_point(x.shape, w.shape, stride, padding, dilation)
         if split is None:
             return self._whole_conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad)
         (lo, hi), (first, second) = self._reused_halves(x, split), self._halves()
@@ -178,7 +180,7 @@ class BatchHalves:
     # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
     def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
                                       pool_padding, ceil_mode, keep_for_backward=False):
-        split = self._split_point(x.shape, w.shape, conv_output_hw(x.shape, w.shape, stride, padding, dilation))
+        split = self._split_point(x.shape, w.shape, stride, padding, dilation)
         args = (stride, padding, dilation, groups, kernel, pool_stride, pool_padding, ceil_mode, keep_for_backward)
         if split is None:
             return self._whole_conv2d_relu_maxpool2d_forward(x, w, b, *args)
@@ -205,8 +207,7 @@ class BatchHalves:
     # A Linear layer splits bitwise: by its output features forward (y's columns) and for dw (its
     # rows), by the batch for dx; every element is the same product over the same inputs.
     def _linear_split(self, rows: int, features: int, inputs: int) -> bool:
-        return (not self._is_part and rows * features * inputs >= self.split_min_products and features >= 2
-                and parallel_available())
+        return features >= 2 and rows * features * inputs >= self.split_min_products and self._threaded()
 
     # x: (M, K), w: (N, K) -> y: (M, N)
     def linear_forward(self, x, w, b, relu=False):

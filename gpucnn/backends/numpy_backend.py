@@ -362,14 +362,23 @@ class NumpyBackend(BatchHalves, Backend):
             cache.pop(next(iter(cache)))
         cache[key] = value
 
+    @staticmethod
+    def _recall(cache: dict, x: np.ndarray, geometry) -> object | None:
+        """What a forward remembered for x as (x, geometry, value), taken out of the cache; None when
+        it kept nothing for this very array at this geometry."""
+        saved = cache.pop(id(x), None)
+        if saved is not None and saved[0] is x and saved[1] == geometry:
+            return saved[2]
+        return None
+
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """x's im2col matrices, one per batch chunk, as [(start, stop, cols)]; reused from a
         training forward when one kept them."""
         geometry = (x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
-            saved = self._saved_columns.pop(id(x), None)
-            if saved is not None and saved[0] is x and saved[1] == geometry:
-                return saved[2]
+            saved = self._recall(self._saved_columns, x, geometry)
+            if saved is not None:
+                return saved
         n, step = x.shape[0], self.BATCH_CHUNK
         cols = [(start, min(start + step, n),
                  _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
@@ -482,9 +491,9 @@ class NumpyBackend(BatchHalves, Backend):
         """[(start, stop, cols)], cols: (C*KH*KW, m*GH*GW); reused from a training forward when kept."""
         geometry = (mode, x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
-            saved = self._saved_columns.pop(id(x), None)
-            if saved is not None and saved[0] is x and saved[1] == geometry:
-                return saved[2]
+            saved = self._recall(self._saved_columns, x, geometry)
+            if saved is not None:
+                return saved
         n, c, h, w = x.shape
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
         hp, wp, grid, tail, shifts = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)
