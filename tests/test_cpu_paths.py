@@ -50,12 +50,14 @@ def _id(case):
     return f"{mode}-c{c}h{h}w{w}k{k}ks{ks[0]}{ks[1]}s{s[0]}{s[1]}p{''.join(map(str, p))}d{d[0]}{d[1]}g{g}"
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 30, 1500], ids=["one-chunk", "uneven-chunks"])
+@pytest.mark.parametrize("chunk_bytes, kept_chunk_bytes", [(1 << 30, 1 << 30), (1500, 1500), (1500, 1 << 30)],
+                         ids=["one-chunk", "uneven-chunks", "kept-in-one-chunk"])
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_cnhw_conv_paths_match_reference(case, chunk_bytes, rng):
+def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rng):
     n, c, h, w, k, ks, stride, padding, dilation, groups, mode = case
     backend = NumpyBackend()
     backend.flat_chunk_bytes = chunk_bytes
+    backend.flat_kept_chunk_bytes = kept_chunk_bytes
     backend.flat_max_waste = 2.0  # small images still take the shift path (the default is 1.4)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
@@ -81,6 +83,43 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, rng):
     dx, dw, _ = backend.conv2d_backward(dy, x, wt, *args, need_input_grad=False)
     assert dx is None
     np.testing.assert_allclose(dw, rdw, **SUM_TOL)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["cnhw", "batch-innermost"])
+def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
+    """Each chunk's product runs right after its im2col matrix is built, while it is in cache, and
+    columns kept by a training forward are used, once, by its backward pass."""
+    from gpucnn.backends import numpy_backend
+
+    events = []
+    product = numpy_backend._filter_product
+    monkeypatch.setattr(numpy_backend, "_filter_product", lambda *a: events.append("product") or product(*a))
+    backend = NumpyBackend()
+    backend.flat_conv = flat
+    backend.flat_chunk_bytes = backend.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images
+    backend.BATCH_CHUNK = 2
+    build = backend._cnhw_column_chunks if flat else None
+    if flat:
+        def counted(*args):
+            for chunk in build(*args):
+                events.append("columns")
+                yield chunk
+        monkeypatch.setattr(backend, "_cnhw_column_chunks", counted)
+    else:
+        im2col = numpy_backend._im2col
+        monkeypatch.setattr(numpy_backend, "_im2col", lambda *a: events.append("columns") or im2col(*a))
+    x = rng.standard_normal((5, 16, 16, 16)).astype(np.float32)
+    wt = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert backend._cnhw_mode(x.shape, wt.shape, args[0], args[1], args[3], 16, 16) == ("shift" if flat else None)
+    for keep in (False, True):
+        events.clear()
+        y = backend.conv2d_forward(x, wt, None, *args, keep_for_backward=keep)
+        assert events == ["columns", "product"] * 3
+        assert len(backend._saved_columns) == keep
+    events.clear()
+    backend.conv2d_backward(np.ones_like(y), x, wt, *args)
+    assert "columns" not in events and not backend._saved_columns
 
 
 def test_cnhw_paths_agree_with_im2col_path(rng):

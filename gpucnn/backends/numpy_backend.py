@@ -128,6 +128,13 @@ def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> 
     return cols
 
 
+def _collecting(chunks, kept: list):
+    """Yields the chunks, appending each to kept as it passes."""
+    for chunk in chunks:
+        kept.append(chunk)
+        yield chunk
+
+
 def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
     """Sum window-shaped contributions back onto the input grid.
 
@@ -330,9 +337,15 @@ class NumpyBackend(BatchHalves, Backend):
     #: plain convolutions (not the fused conv + ReLU + max-pool op LeNet-5 uses) run on (C, N, H, W)
     #: images ("Convolution on (C, N, H, W) images" below); False: the batch-innermost im2col path
     flat_conv = True
-    #: images per chunk there: as many as keep the im2col matrix near this size (ResNet-8 training
-    #: at batch 128: 64 MiB 7% faster than 16, 4 MiB 17% slower, 256 MiB no better)
-    flat_chunk_bytes = 64 << 20
+    #: images per chunk there: as many as keep the im2col matrix near this size, so that a chunk's
+    #: columns are still in cache (32 MiB L3, 2 MiB L2 per core) when its product reads them.
+    #: ResNet-8 inference at batch 256 on the 2-core machine, against 64 MiB: 0.78-0.80x with 4 MiB
+    #: (8 MiB 0.85x, 2 MiB 0.83x, 1 MiB 1.03x)
+    flat_chunk_bytes = 4 << 20
+    #: ... and when a training forward keeps the columns for its backward pass, which reads them
+    #: from memory whatever their size: ResNet-8 training with 4 or 8 MiB measured anywhere from
+    #: 0.78x (batch 256) to 1.24x (batch 128) of 64 MiB from one run to the next
+    flat_kept_chunk_bytes = 64 << 20
     #: stride-1 convolutions take the "shift" path when its padded grid is at most this many times
     #: the output ...
     flat_max_waste = 1.4
@@ -372,20 +385,28 @@ class NumpyBackend(BatchHalves, Backend):
         return None
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
-        """x's im2col matrices, one per batch chunk, as [(start, stop, cols)]; reused from a
-        training forward when one kept them."""
+        """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
+        (see _lazily_kept); reused from a training forward when one kept them."""
         geometry = (x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
             saved = self._recall(self._saved_columns, x, geometry)
             if saved is not None:
-                return saved
+                return iter(saved)
         n, step = x.shape[0], self.BATCH_CHUNK
-        cols = [(start, min(start + step, n),
-                 _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
-                for start in range(0, n, step)]
-        if keep:
-            self._remember(self._saved_columns, id(x), (x, geometry, cols), self.SAVED_COLUMNS)
-        return cols
+        chunks = ((start, min(start + step, n),
+                   _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
+                  for start in range(0, n, step))
+        return self._lazily_kept(chunks, x, geometry) if keep else chunks
+
+    def _lazily_kept(self, chunks, x, geometry):
+        """Yields the chunks as they are built and, once all were asked for, remembers them for x's
+        backward pass. Built one at a time, each chunk's product reads its columns while they are
+        still in cache; building every chunk first read them all back from memory (ResNet-8's
+        16-channel 32x32 convolution forward at batch 128: 22 ms that way, 14 ms chunk by chunk in
+        cache-sized chunks; benchmarks/results/cpu-lazy-columns-2026-11-24.md)."""
+        kept: list = []
+        yield from _collecting(chunks, kept)
+        self._remember(self._saved_columns, id(x), (x, geometry, kept), self.SAVED_COLUMNS)
 
     def asarray(self, a, dtype=None):
         return np.asarray(a, dtype=dtype, order="C")  # ascontiguousarray would make a 0-d array 1-d
@@ -438,9 +459,8 @@ class NumpyBackend(BatchHalves, Backend):
             return self._cnhw_conv_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad, mode)
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True)
         # dy with the batch innermost, (K, OH, OW, m), matching the columns of _im2col
-        grads = (self._batch_last(dy[start:stop]) for start, stop, _ in column_chunks)
-        return self._conv_backward_chunks(zip(column_chunks, grads), x.shape, w, stride, padding, dilation,
-                                          groups, need_input_grad)
+        chunks = ((chunk, self._batch_last(dy[chunk[0]:chunk[1]])) for chunk in column_chunks)
+        return self._conv_backward_chunks(chunks, x.shape, w, stride, padding, dilation, groups, need_input_grad)
 
     # ---------------------------------------------------------------- convolution on (C, N, H, W) images
     # Wider networks (ResNet: 16-64 channels at 8x8 to 32x32) spend their time elsewhere than
@@ -482,23 +502,29 @@ class NumpyBackend(BatchHalves, Backend):
         shifts = [i * dilation[0] * wp + j * dilation[1] for i in range(kh) for j in range(kw)]
         return hp, wp, (hp, wp), tail, shifts
 
-    def _cnhw_chunk(self, x_shape, kh, kw, grid) -> int:
-        """Images per chunk: as many as keep the chunk's im2col matrix near ``flat_chunk_bytes``."""
+    def _cnhw_chunk(self, x_shape, kh, kw, grid, keep) -> int:
+        """Images per chunk: as many as keep the chunk's im2col matrix near ``flat_chunk_bytes``
+        (``flat_kept_chunk_bytes`` for columns kept for a backward pass)."""
         per_image = 4 * x_shape[1] * kh * kw * grid[0] * grid[1]
-        return max(1, min(x_shape[0], self.flat_chunk_bytes // max(1, per_image)))
+        size = self.flat_kept_chunk_bytes if keep else self.flat_chunk_bytes
+        return max(1, min(x_shape[0], size // max(1, per_image)))
 
     def _cnhw_columns(self, x, kh, kw, stride, padding, dilation, oh, ow, mode, keep=False, reuse=False):
-        """[(start, stop, cols)], cols: (C*KH*KW, m*GH*GW); reused from a training forward when kept."""
+        """Yields (start, stop, cols), cols: (C*KH*KW, m*GH*GW), one chunk at a time (see
+        _lazily_kept); reused from a training forward when kept."""
         geometry = (mode, x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
             saved = self._recall(self._saved_columns, x, geometry)
             if saved is not None:
-                return saved
+                return iter(saved)
+        chunks = self._cnhw_column_chunks(x, kh, kw, stride, padding, dilation, oh, ow, mode, keep)
+        return self._lazily_kept(chunks, x, geometry) if keep else chunks
+
+    def _cnhw_column_chunks(self, x, kh, kw, stride, padding, dilation, oh, ow, mode, keep):
         n, c, h, w = x.shape
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
         hp, wp, grid, tail, shifts = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)
-        step = self._cnhw_chunk(x.shape, kh, kw, grid)
-        chunks = []
+        step = self._cnhw_chunk(x.shape, kh, kw, grid, keep)
         for start in range(0, n, step):
             stop = min(start + step, n)
             m = stop - start
@@ -527,10 +553,7 @@ class NumpyBackend(BatchHalves, Backend):
                             windows[:, i * kw + j] = images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
                                                             j * dw:j * dw + sw * (ow - 1) + 1:sw]
                 self._scratch.give(flat)
-            chunks.append((start, stop, cols))
-        if keep:
-            self._remember(self._saved_columns, id(x), (x, geometry, chunks), self.SAVED_COLUMNS)
-        return chunks
+            yield start, stop, cols
 
     def _cnhw_conv_forward(self, x, w, b, stride, padding, dilation, groups, oh, ow, relu, keep_for_backward,
                            mode):
@@ -697,10 +720,13 @@ class NumpyBackend(BatchHalves, Backend):
         # layout (windows are strided views whose inner axis is the contiguous batch), and only the
         # pooled quarter is transposed to NCHW. ReLU comes after the max: max and ReLU commute, and
         # a window whose maximum is <= 0 passes no gradient, so where its argmax lands never matters.
-        column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow)
+        column_chunks: list = []  # kept for the backward pass as they are built
+        built = self._columns(x, kh, kw, stride, padding, dilation, oh, ow)
+        if keep_for_backward:
+            built = _collecting(built, column_chunks)
         y = np.empty((n, k, ph, pw), dtype=x.dtype)
         offsets = []
-        for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups, keep_for_backward):
+        for start, stop, conv in self._conv_chunks(w, b, built, oh, ow, groups, keep_for_backward):
             windows = _tiled_windows(conv, kernel, (ph, pw))
             if keep_for_backward and len(windows) == 4:
                 best, offset = _max_of_four_with_offset(windows)
