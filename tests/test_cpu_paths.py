@@ -1,5 +1,5 @@
 """The numpy backend's paths for wider networks (ResNet): convolutions on (C, N, H, W) images
-("shift", "gather", "pointwise" in numpy_backend.py) and BatchNorm in few passes.
+("shift", "gather", "pointwise" in numpy_conv.py) and BatchNorm in few passes.
 
 Tolerances, and why they are what they are:
 - Convolutions against the float64 loops in reference.py: rtol 1e-4 / atol 1e-5, the same as
@@ -89,11 +89,11 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rn
 def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     """Each chunk's product runs right after its im2col matrix is built, while it is in cache, and
     columns kept by a training forward are used, once, by its backward pass."""
-    from gpucnn.backends import numpy_backend
+    from gpucnn.backends import numpy_conv
 
     events = []
-    product = numpy_backend._filter_product
-    monkeypatch.setattr(numpy_backend, "_filter_product", lambda *a: events.append("product") or product(*a))
+    product = numpy_conv._filter_product
+    monkeypatch.setattr(numpy_conv, "_filter_product", lambda *a: events.append("product") or product(*a))
     backend = NumpyBackend()
     backend.flat_conv = flat
     backend.flat_chunk_bytes = backend.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images
@@ -106,8 +106,8 @@ def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
                 yield chunk
         monkeypatch.setattr(backend, "_cnhw_column_chunks", counted)
     else:
-        im2col = numpy_backend._im2col
-        monkeypatch.setattr(numpy_backend, "_im2col", lambda *a: events.append("columns") or im2col(*a))
+        im2col = numpy_conv._im2col
+        monkeypatch.setattr(numpy_conv, "_im2col", lambda *a: events.append("columns") or im2col(*a))
     x = rng.standard_normal((5, 16, 16, 16)).astype(np.float32)
     wt = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
     args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
@@ -234,7 +234,7 @@ def test_max_of_four_matches_the_running_scan(rng):
     maxima and offsets exactly: the first offset on ties (whole windows of equal values, pairs
     tied across the two rows), zeros, negative windows; NaN maxima stay NaN. With the ReLU marker,
     the windows whose maximum is not > 0 (NaN included) read 255."""
-    from gpucnn.backends.numpy_backend import (
+    from gpucnn.backends.numpy_windows import (
         _mark_dead_windows,
         _max_of_four_with_offset,
         _running_max,

@@ -49,7 +49,7 @@ def _count_pairs(monkeypatch) -> list[int]:
     return calls
 
 
-# N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_backend.py
+# N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_conv.py
 CONV_CASES = [
     (5, 4, 10, 10, 6, 3, 1, (1, 1, 1, 1), True),    # shift
     (4, 3, 9, 8, 5, 3, 2, (1, 1, 1, 1), True),      # gather

@@ -413,7 +413,8 @@ def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
 def test_numpy_weight_gradient_blocked_reduction(rng):
     """A first-layer-like conv (tiny weight, long reduction) takes the blocked path of
     _products_over_long_axis, remainder block included; it must match the reference."""
-    from gpucnn.backends.numpy_backend import NumpyBackend, _products_over_long_axis
+    from gpucnn.backends.numpy_backend import NumpyBackend
+    from gpucnn.backends.numpy_conv import _products_over_long_axis
 
     a = rng.standard_normal((2, 7, 5 * 1024 + 37)).astype(np.float32)
     b = rng.standard_normal((2, 3, 5 * 1024 + 37)).astype(np.float32)
@@ -432,7 +433,8 @@ def test_numpy_weight_gradient_blocked_reduction(rng):
 def test_numpy_filter_product_in_column_blocks(rng):
     """A few filters over a long im2col matrix are multiplied in column blocks, the last one
     partial; the product must match the plain one, and a conv taking that path the reference."""
-    from gpucnn.backends.numpy_backend import NumpyBackend, _filter_product
+    from gpucnn.backends.numpy_backend import NumpyBackend
+    from gpucnn.backends.numpy_conv import _filter_product
 
     w_mat = rng.standard_normal((2, 3, 9)).astype(np.float32)
     cols = rng.standard_normal((2, 9, 3 * 4096 + 123)).astype(np.float32)
