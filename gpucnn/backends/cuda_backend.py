@@ -68,6 +68,19 @@ class Device(Protocol):
     def upload_after_capture(self, dst: Any, host: np.ndarray) -> None: ...
 
 
+class CaptureGuard:
+    """The refusal both devices give for host work asked for while they capture a CUDA graph."""
+
+    device_name: str
+    capturing: bool
+
+    def _refuse_during_capture(self, what: str) -> None:
+        if self.capturing:
+            raise RuntimeError(f"{self.device_name}: {what} is not allowed during CUDA-graph capture (a captured "
+                               f"stream cannot wait for the host or copy host memory); do it before begin_capture "
+                               f"or after end_capture")
+
+
 def _blocks(count: int, per_block: int) -> int:
     return max(1, -(-count // per_block))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .cuda_backend import CudaBackend
+from .cuda_backend import CaptureGuard, CudaBackend
 from .kernel_source import kernel_source, real_type
 
 INSTALL_HINT = ("pip install 'gpucnn[cuda12]' for a CUDA 12 driver or 'gpucnn[cuda13]' for CUDA 13 "
@@ -31,7 +31,7 @@ extern "C" __global__ void gpucnn_probe(float* out, int n) {
 PROBE_SIZE = 32
 
 
-class CupyDevice:
+class CupyDevice(CaptureGuard):
     """Arrays are ``cupy.ndarray``; each kernel module is compiled once per process per
     (dtype, index width) and cached (CuPy also caches the binary on disk).
 
@@ -44,6 +44,8 @@ class CupyDevice:
     reason). The warm-up under the same pool and stream leaves freed blocks of the step's sizes in
     the pool, so the capture needs no new cudaMalloc.
     """
+
+    device_name = "cuda"
 
     def __init__(self) -> None:
         import cupy
@@ -62,12 +64,6 @@ class CupyDevice:
     @property
     def capturing(self) -> bool:
         return self._capture is not None
-
-    def _refuse_during_capture(self, what: str) -> None:
-        if self._capture is not None:
-            raise RuntimeError(f"cuda: {what} is not allowed during CUDA-graph capture (a captured stream cannot "
-                               f"wait for the host or copy host memory); do it before begin_capture or after "
-                               f"end_capture")
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         self._refuse_during_capture("asarray (a host->device copy)")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cuda_backend import CaptureGuard
 from ..kernel_source import expand_includes, kernel_names, kernel_source, real_type
 
 HEADER = Path(__file__).with_name("cuda_sim.h")
@@ -220,7 +221,7 @@ class CapturedArray(np.ndarray):
         super().fill(value)
 
 
-class SimDevice:
+class SimDevice(CaptureGuard):
     """A device whose memory is host memory and whose kernels run on the CPU cores.
 
     CUDA-graph capture, as on the ``cuda`` device: ``begin_capture()``, the launches of one step,
@@ -230,6 +231,7 @@ class SimDevice:
     allocated (``CapturedArray``). Arrays from ``empty`` during the capture belong to the graph.
     """
 
+    device_name = "cuda-sim"
     xp = np
     array_type = np.ndarray
 
@@ -255,12 +257,6 @@ class SimDevice:
     def capturing(self) -> bool:
         """True between begin_capture and end_capture."""
         return self._graph is not None
-
-    def _refuse_during_capture(self, what: str) -> None:
-        if self._graph is not None:
-            raise RuntimeError(f"cuda-sim: {what} is not allowed during CUDA-graph capture (a captured stream "
-                               f"cannot wait for the host or copy host memory); do it before begin_capture or "
-                               f"after end_capture")
 
     # ------------------------------------------------------------------ CUDA-graph capture
     def new_graph_pool(self) -> None:
