@@ -22,7 +22,7 @@ and each framework's peak resident memory (MiB, median over rounds). glibc's all
     python benchmarks/bench_cpu.py --gpucnn-threads --out FILE.md
 
 ``--gpucnn-threads`` also times gpucnn with the NumPy backend's opt-in two-thread halves in every round
-(``GPUCNN_CPU_THREADS=2 OPENBLAS_THREAD_TIMEOUT=4``; needs threadpoolctl), as three more columns.
+(``GPUCNN_CPU_THREADS=2``; needs threadpoolctl), as three more columns.
 
 ``--baseline DIR`` also runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker for LeNet-5 (its code,
 its API: the worker of commits before this file took no --model) in every round, so a change is
@@ -217,9 +217,8 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-#: the gpucnn-threads runs: the NumPy backend's two-thread halves, and OpenBLAS's idle workers told to
-#: stop spinning after a few cycles instead of ~0.1 s (gpucnn/backends/cpu_threads.py says why)
-THREADS_ENV = {"GPUCNN_CPU_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "4"}
+#: the gpucnn-threads runs: the NumPy backend's two-thread halves (BLAS on one thread meanwhile)
+THREADS_ENV = {"GPUCNN_CPU_THREADS": "2"}
 
 
 def run_worker(framework: str, model: str, case: str, args: argparse.Namespace) -> tuple[float, float]:

@@ -51,23 +51,31 @@ def _count_pairs(monkeypatch) -> list[int]:
 
 # N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_conv.py
 CONV_CASES = [
-    (5, 4, 10, 10, 6, 3, 1, (1, 1, 1, 1), True),    # shift
+    (5, 4, 16, 16, 6, 3, 1, (1, 1, 1, 1), True),    # shift (at 10x10 its padded grid would be too wasteful)
     (4, 3, 9, 8, 5, 3, 2, (1, 1, 1, 1), True),      # gather
     (4, 3, 9, 8, 5, 1, 2, (0, 0, 0, 0), True),      # pointwise
     (5, 2, 8, 7, 4, 3, 1, (1, 0, 2, 1), False),     # batch-innermost im2col
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=["shift", "gather", "pointwise", "im2col"])
-def test_split_convolution_matches_reference(case, threads, monkeypatch, rng):
+@pytest.mark.parametrize("case, mode", zip(CONV_CASES, ["shift", "gather", "pointwise", None]),
+                         ids=["shift", "gather", "pointwise", "im2col"])
+def test_split_convolution_matches_reference(case, mode, threads, monkeypatch, rng):
     n, c, h, w, k, ks, s, padding, flat = case
     threads.flat_conv = flat
+    oh, ow = h + padding[0] + padding[1] - ks + 1, w + padding[2] + padding[3] - ks + 1
+    oh, ow = (oh - 1) // s + 1, (ow - 1) // s + 1
+    assert threads._cnhw_mode((n // 2, c, h, w), (k, c, ks, ks), (s, s), padding, 1, oh, ow) == mode
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
     spec = ((s, s), padding, (1, 1), 1)
     pairs = _count_pairs(monkeypatch)
     y = threads.conv2d_forward(x, weight, bias, *spec, relu=False, keep_for_backward=True)
+    # with BLAS on one thread the (C, N, H, W) paths build their columns again in the backward pass;
+    # the batch-innermost path keeps them (the pointwise path has none)
+    kept = [len(part._saved_columns) for part in threads._parts]
+    assert kept == ([1, 1] if mode is None else [0, 0])
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dw, db = threads.conv2d_backward(dy, x, weight, *spec)
     assert len(pairs) == 2
@@ -157,6 +165,28 @@ def test_bad_thread_count_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS.*'two'"):
         cpu_threads.parallel_available()
     cpu_threads.reset()
+
+
+def test_blas_runs_on_one_thread_while_threads_are_on(monkeypatch):
+    from threadpoolctl import ThreadpoolController
+
+    def blas_threads():
+        return [c.num_threads for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+
+    monkeypatch.delenv("GPUCNN_CPU_THREADS", raising=False)
+    cpu_threads.reset()
+    before = blas_threads()
+    monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
+    monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
+    cpu_threads.reset()
+    assert cpu_threads.parallel_available()
+    assert not cpu_threads.keeps_columns()
+    assert blas_threads() == [1] * len(before)
+    monkeypatch.delenv("GPUCNN_CPU_THREADS")
+    cpu_threads.reset()  # threads off again: BLAS gets its threads back
+    assert not cpu_threads.parallel_available()
+    assert cpu_threads.keeps_columns()
+    assert blas_threads() == before
 
 
 def test_an_error_in_a_half_is_raised_and_blas_threads_come_back(threads):

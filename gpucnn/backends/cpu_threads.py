@@ -2,15 +2,24 @@
 
 NumPy runs every elementwise pass, copy and transpose on one core; only BLAS uses more. With
 ``GPUCNN_CPU_THREADS=2`` a large convolution or Linear layer runs as two halves in two threads
-(NumPy releases the GIL inside its loops), each with half of BLAS's threads. On the 2-core
-development machine a large convolution alone ran 1.1-1.36x faster, and the examples/mnist net's
-training step went from 1.50x to 1.27x PyTorch's time at batch 128 (inference 0.83x -> 0.68x), but
-only with ``OPENBLAS_THREAD_TIMEOUT=4`` set before Python starts: without it OpenBLAS's own worker
-spins on a core for ~0.1 s after every two-thread BLAS call made between the halves' ops, and whole
-steps ran 1.25-1.4x slower. With it, networks of many mid-size ops lose instead (ResNet-8 inference,
-LeNet-5 inference 0.79x -> 0.95x): OpenBLAS's workers then sleep between calls. Hence opt-in; the
-numbers are in benchmarks/results/cpu-threads-2026-11-24.md. Small ops (LeNet-5's) always stay
-whole: two threads that each make many short NumPy calls pass the GIL back and forth and lose.
+(NumPy releases the GIL inside its loops), and BLAS runs on one thread in the whole process for as
+long as the threads are on, so the two halves are the only parallel work.
+
+Why BLAS stays at one thread, not only during the halves: OpenBLAS's workers spin on a core for
+~0.1 s after every multi-threaded call, so any two-thread BLAS call between two split ops (a
+Linear layer, BatchNorm's sums) left a worker spinning on a core the halves then needed, and whole
+steps ran 1.25-1.4x slower. ``OPENBLAS_THREAD_TIMEOUT=4`` (set before Python starts) cured that for
+the wide networks but cost the networks of many mid-size ops. With one BLAS thread there are no
+workers to spin, no variable to set, and a run is steadier: on the 2-core development VM a
+one-thread GEMM took the same time call after call, while two-thread calls on the small products
+of a chunked convolution ran anywhere from 1x to 3x that time.
+
+With BLAS single-threaded, the convolutions on (C, N, H, W) images also stop keeping their im2col
+columns from a training forward for the backward pass (``keeps_columns``): each half builds them
+again, chunk by chunk, while they are in cache. The measurements are in
+benchmarks/results/cpu-threads-one-blas-2026-11-24.md. Small ops (LeNet-5's) always stay whole:
+two threads that each make many short NumPy calls pass the GIL back and forth and lose, so with
+threads on LeNet-5 runs on one core.
 
 Where a split happens depends only on the shapes, so a threaded run is reproducible; it is not
 bitwise the default one, because OpenBLAS partitions some GEMMs differently by thread count.
@@ -52,7 +61,8 @@ def _requested_threads() -> int:
 
 def _blas_controllers() -> list[Any] | None:
     """threadpoolctl's handles on the loaded BLAS libraries, or None when the pair cannot run in
-    parallel (no threadpoolctl, one core, or threads turned off)."""
+    parallel (no threadpoolctl, one core, or threads turned off). Found the first time, when BLAS
+    is also set to one thread (reset() gives it its threads back)."""
     if "blas" not in _state:
         blas = None
         if _requested_threads() >= 2 and _cores() >= 2:
@@ -63,6 +73,10 @@ def _blas_controllers() -> list[Any] | None:
                               "pip install gpucnn[threads]; running single-threaded", RuntimeWarning, stacklevel=2)
             else:
                 blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"] or None
+        if blas is not None:
+            _state["blas_threads"] = [(c, c.num_threads) for c in blas]
+            for controller in blas:
+                controller.set_num_threads(1)
         _state["blas"] = blas
     return _state["blas"]
 
@@ -72,34 +86,35 @@ def parallel_available() -> bool:
     return _blas_controllers() is not None
 
 
+def keeps_columns() -> bool:
+    """Whether a training forward on the (C, N, H, W) convolution paths keeps its im2col columns for
+    the backward pass: not while the threads are on (see the module docstring)."""
+    return not parallel_available()
+
+
 def run_pair(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
     """(first(), second()), the two run at once where possible (see the module docstring)."""
-    blas = _blas_controllers()
-    if blas is None or not _lock.acquire(blocking=False):
+    if _blas_controllers() is None or not _lock.acquire(blocking=False):
         return first(), second()
     try:
         pool = _state.get("pool")
         if pool is None:
             pool = _state["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucnn-half")
-        counts = [c.num_threads for c in blas]
-        for controller, count in zip(blas, counts):
-            controller.set_num_threads(max(1, count // 2))
+        later = pool.submit(second)
         try:
-            later = pool.submit(second)
-            try:
-                result = first()
-            finally:
-                other = later.result()  # waited for even when first() raised: BLAS is shared
-            return result, other
+            result = first()
         finally:
-            for controller, count in zip(blas, counts):
-                controller.set_num_threads(count)
+            other = later.result()  # waited for even when first() raised: no half outlives the call
+        return result, other
     finally:
         _lock.release()
 
 
 def reset() -> None:
-    """Read GPUCNN_CPU_THREADS and look for threadpoolctl and BLAS again (after the variable changes)."""
+    """Give BLAS back the threads it had, then read GPUCNN_CPU_THREADS and look for threadpoolctl and
+    BLAS again (after the variable changes)."""
+    for controller, count in _state.pop("blas_threads", []):
+        controller.set_num_threads(count)
     _state.pop("blas", None)
 
 

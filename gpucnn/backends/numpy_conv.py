@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import cpu_threads
 from .base import (
     ConvPoolState,
     composed_conv2d_relu_maxpool2d_backward,
@@ -299,6 +300,8 @@ class ConvolutionPaths:
         grid = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)[2]
         w_mat = w.reshape(groups, k // groups, cg * kh * kw)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
+        # with the threads on, the backward pass builds the columns again (cpu_threads says why)
+        keep_for_backward = keep_for_backward and cpu_threads.keeps_columns()
         for start, stop, cols in self._cnhw_columns(x, kh, kw, stride, padding, dilation, oh, ow, mode,
                                                     keep=keep_for_backward):
             part = self._scratch.take((k, cols.shape[1]), x.dtype)
