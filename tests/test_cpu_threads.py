@@ -58,7 +58,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case, mode", zip(CONV_CASES, ["shift", "gather", "pointwise", None]),
+@pytest.mark.parametrize("case, mode", list(zip(CONV_CASES, ["shift", "gather", "pointwise", None])),
                          ids=["shift", "gather", "pointwise", "im2col"])
 def test_split_convolution_matches_reference(case, mode, threads, monkeypatch, rng):
     n, c, h, w, k, ks, s, padding, flat = case
@@ -200,3 +200,36 @@ def test_an_error_in_a_half_is_raised_and_blas_threads_come_back(threads):
         cpu_threads.run_pair(lambda: 1, fails)
     assert [c.num_threads for c in blas] == before
     assert cpu_threads.run_pair(lambda: 1, lambda: 2) == (1, 2)
+
+
+def test_split_relu_and_batchnorm_match_whole(threads, monkeypatch, rng):
+    from gpucnn import functional as F
+    from gpucnn.tensor import Tensor
+
+    threads.split_min_elements = 1
+    x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    pairs = _count_pairs(monkeypatch)
+    np.testing.assert_array_equal(threads.relu_forward(x), np.maximum(x, 0))
+    np.testing.assert_array_equal(threads.relu_backward(dy, x), dy * (x > 0))
+    assert len(pairs) == 2
+
+    weight = np.linspace(0.5, 1.5, 3, dtype=np.float32)
+
+    def batch_norm(backend, training):
+        inputs = [Tensor(a, requires_grad=True, backend=backend) for a in (x, weight, weight - 1)]
+        stats = (np.full(3, 0.1, np.float32), np.full(3, 2.0, np.float32))
+        y = F.batch_norm(inputs[0], *stats, inputs[1], inputs[2], training=training)
+        y.backward(Tensor(dy, backend=backend))
+        return [np.asarray(y.data)] + [np.asarray(t.grad.data) for t in inputs]
+
+    for training in (True, False):
+        del pairs[:]
+        split, whole = batch_norm(threads, training), batch_norm(NumpyBackend(), training)
+        assert len(pairs) >= 3  # the sums, the normalisation and dx each ran as two halves
+        for got, want in zip(split, whole):
+            # the halves' per-channel sums are added, not summed in one pass: a few float32 ulps apart
+            np.testing.assert_allclose(got, want, **TOL)
+        if not training:  # running statistics: no sums over the batch, so no rounding moves
+            np.testing.assert_array_equal(split[0], whole[0])
+            np.testing.assert_array_equal(split[1], whole[1])

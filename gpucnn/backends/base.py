@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +29,14 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the host)."""
+
+    def over_batch(self, body: Callable[[int, int], Any], n: int, elements: int) -> list[Any]:
+        """Runs ``body(lo, hi)`` over the batch rows [0, n) and returns its results in row order.
+        Here that is one call, ``[body(0, n)]``; the NumPy backend with its threads on may run a pass
+        over ``elements`` >= a threshold as two halves at once (cpu_threads.BatchHalves). Glue written
+        on the array namespace (BatchNorm) uses it for its whole-array passes; a caller sums the results
+        in the order given, so a one-call run is bit for bit the unsplit code."""
+        return [body(0, n)]
 
     def __repr__(self) -> str:
         return f"<gpucnn backend {self.name!r}>"

@@ -319,11 +319,19 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
 
     # ---------------------------------------------------------------- activations
     def relu_forward(self, x):
-        return np.maximum(x, 0)
+        if x.ndim == 0 or self._row_split(len(x), x.size) is None:
+            return np.maximum(x, 0)
+        y = np.empty(x.shape, x.dtype)
+        self.over_batch(lambda lo, hi: np.maximum(x[lo:hi], 0, out=y[lo:hi]), len(x), x.size)
+        return y
 
     def relu_backward(self, dy, y):
         # a multiply by the mask, as relu_backward in activations.cu: 13x faster than np.where
-        return dy * (y > 0)
+        if dy.ndim == 0 or dy.shape != y.shape or self._row_split(len(dy), dy.size) is None:
+            return dy * (y > 0)
+        dx = np.empty(dy.shape, np.result_type(dy, np.bool_))
+        self.over_batch(lambda lo, hi: np.multiply(dy[lo:hi], y[lo:hi] > 0, out=dx[lo:hi]), len(dy), dy.size)
+        return dx
 
     def leaky_relu_forward(self, x, negative_slope):
         return np.where(x > 0, x, x * x.dtype.type(negative_slope))

@@ -22,6 +22,14 @@ def _channel_sums(xp, a3):
     return (a3 @ xp.ones(a3.shape[2], dtype=a3.dtype)).sum(axis=0)
 
 
+def _in_order(parts):
+    """The per-part results of Backend.over_batch summed in batch order (one part: itself)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
 class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float):
@@ -29,11 +37,21 @@ class BatchNorm(Function):
         n, c = x.shape[:2]
         x3 = x.reshape(n, c, -1)
         count = x3.shape[0] * x3.shape[2]
+
+        def over_batch(body):  # body(lo, hi) on the batch rows lo:hi, maybe two halves at once
+            return ctx.backend.over_batch(body, n, x3.size)
+
         if training:
-            mean = _channel_sums(xp, x3) / x.dtype.type(count)
-            centered = x3 - mean[:, None]
+            mean = _in_order(over_batch(lambda lo, hi: _channel_sums(xp, x3[lo:hi]))) / x.dtype.type(count)
+            centered = xp.empty(x3.shape, dtype=x.dtype)
+
+            def center(lo, hi):
+                rows = centered[lo:hi]
+                xp.subtract(x3[lo:hi], mean[:, None], out=rows)
+                return xp.einsum("ncl,ncl->c", rows, rows)
+
             # the two-pass variance (of the centred values): E[x^2] - E[x]^2 cancels in float32
-            var = xp.einsum("ncl,ncl->c", centered, centered) / x.dtype.type(count)
+            var = _in_order(over_batch(center)) / x.dtype.type(count)
             if running_mean is not None:
                 running_mean *= 1 - momentum
                 running_mean += momentum * mean
@@ -48,18 +66,29 @@ class BatchNorm(Function):
             # output either way); x is kept instead of xhat, which only the weight's gradient needs
             scale = inv_std if weight is None else inv_std * weight
             shift = -mean * scale if bias is None else bias - mean * scale
-            y = x3 * scale[:, None]
-            y += shift[:, None]
+            y = xp.empty(x3.shape, dtype=xp.result_type(x3, scale))
+
+            def scale_and_shift(lo, hi):
+                rows = y[lo:hi]
+                xp.multiply(x3[lo:hi], scale[:, None], out=rows)
+                rows += shift[:, None]
+
+            over_batch(scale_and_shift)
             ctx.mean = mean.copy()  # the running mean changes in place at the next training step
             ctx.save_for_backward(x3, inv_std, weight)
             return y.reshape(x.shape)
         xhat = centered
-        xhat *= inv_std[:, None]
         ctx.save_for_backward(xhat, inv_std, weight)
-        if weight is None:
-            return xhat.reshape(x.shape)
-        y = xhat * weight[:, None]
-        y += bias[:, None]
+        y = xhat if weight is None else xp.empty(x3.shape, dtype=xp.result_type(xhat, weight))
+
+        def normalise(lo, hi):
+            rows = xhat[lo:hi]
+            rows *= inv_std[:, None]
+            if weight is not None:
+                xp.multiply(rows, weight[:, None], out=y[lo:hi])
+                y[lo:hi] += bias[:, None]
+
+        over_batch(normalise)
         return y.reshape(x.shape)
 
     @staticmethod
@@ -67,26 +96,47 @@ class BatchNorm(Function):
         xp = ctx.xp
         xhat, inv_std, weight = ctx.saved_tensors
         dy3 = dy.reshape(xhat.shape)
+        n = dy3.shape[0]
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         if not ctx.training and weight is not None and need_dw:
             xhat = (xhat - ctx.mean[:, None]) * inv_std[:, None]  # eval mode kept x
         training = ctx.training and need_dx
-        sum_dy = _channel_sums(xp, dy3) if training or (weight is not None and need_db) else None
-        sum_dy_xhat = xp.einsum("ncl,ncl->c", dy3, xhat) if training or (weight is not None and need_dw) else None
+        want_sum_dy = training or (weight is not None and need_db)
+        want_sum_dy_xhat = training or (weight is not None and need_dw)
+
+        def over_batch(body):  # body(lo, hi) on the batch rows lo:hi, maybe two halves at once
+            return ctx.backend.over_batch(body, n, dy3.size)
+
+        def sums(lo, hi):
+            rows = dy3[lo:hi]
+            return (_channel_sums(xp, rows) if want_sum_dy else None,
+                    xp.einsum("ncl,ncl->c", rows, xhat[lo:hi]) if want_sum_dy_xhat else None)
+
+        parts = over_batch(sums) if want_sum_dy or want_sum_dy_xhat else [(None, None)]
+        sum_dy = _in_order([part[0] for part in parts]) if want_sum_dy else None
+        sum_dy_xhat = _in_order([part[1] for part in parts]) if want_sum_dy_xhat else None
         dweight = sum_dy_xhat if weight is not None and need_dw else None
         dbias = sum_dy if weight is not None and need_db else None
         dx = None
         if need_dx:
             scale = inv_std if weight is None else weight * inv_std
+            dx = xp.empty(dy3.shape, dtype=xp.result_type(dy3, scale))
             if ctx.training:
                 # (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std with dxhat = dy * weight,
                 # the per-channel means taken out of the weight
                 count = xp.asarray(dy3.shape[0] * dy3.shape[2], dtype=dy.dtype)
-                dx = xhat * (sum_dy_xhat / count)[:, None]
-                dx += (sum_dy / count)[:, None]
-                xp.subtract(dy3, dx, out=dx)
-                dx *= scale[:, None]
+                mean_dy, mean_dy_xhat = (sum_dy / count)[:, None], (sum_dy_xhat / count)[:, None]
+
+                def input_grad(lo, hi):
+                    rows = dx[lo:hi]
+                    xp.multiply(xhat[lo:hi], mean_dy_xhat, out=rows)
+                    rows += mean_dy
+                    xp.subtract(dy3[lo:hi], rows, out=rows)
+                    rows *= scale[:, None]
             else:
-                dx = dy3 * scale[:, None]
+                def input_grad(lo, hi):
+                    xp.multiply(dy3[lo:hi], scale[:, None], out=dx[lo:hi])
+
+            over_batch(input_grad)
             dx = dx.reshape(dy.shape)
         return dx, dweight, dbias, None, None, None, None, None
