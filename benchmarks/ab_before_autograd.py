@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_cpu import median_ms  # noqa: E402  (this script's folder is on sys.path)
 
 import gpucnn  # noqa: E402
 
@@ -81,15 +82,6 @@ def steps_before(old: object, x: np.ndarray, y: np.ndarray, xi: np.ndarray) -> t
         model.train()
 
     return train, infer
-
-
-def median_ms(step: Callable[[], None], count: int) -> float:
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
 
 
 def main() -> int:

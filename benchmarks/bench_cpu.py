@@ -60,7 +60,9 @@ def cases(model: str) -> list[str]:
     return [f"train b{b}" for b in TRAIN_BATCHES] + [f"infer b{MODELS[model][1]}"]
 
 
-def _timed(step, steps: int, warmup: int) -> float:
+def median_ms(step, steps: int, warmup: int = 0) -> float:
+    """The median time of ``steps`` calls of step() in ms, after ``warmup`` untimed ones (also used
+    by ab_before_autograd.py)."""
     for _ in range(warmup):
         step()
     times = []
@@ -112,7 +114,7 @@ def worker_gpucnn(model_name: str, case: str, steps: int) -> float:
             with gpucnn.no_grad():
                 model(x)
 
-        return _timed(infer, _steps(model_name, steps, case), 2)
+        return median_ms(infer, _steps(model_name, steps, case), warmup=2)
     params = model.parameters()
     opt = gpucnn.optim.Adam(params, lr=1e-3) if MODELS[model_name][3] == "adam" else \
         gpucnn.optim.SGD(params, lr=0.01, momentum=0.9)
@@ -124,7 +126,7 @@ def worker_gpucnn(model_name: str, case: str, steps: int) -> float:
         loss_fn(model(x), y).backward()  # like PyTorch: no gradient for the images
         opt.step()
 
-    return _timed(step, _steps(model_name, steps, case), 3)
+    return median_ms(step, _steps(model_name, steps, case), warmup=3)
 
 
 # ---------------------------------------------------------------------------- PyTorch
@@ -193,7 +195,7 @@ def worker_torch(model_name: str, case: str, steps: int, threads: int) -> float:
     if case.startswith("infer"):
         model.eval()
         with torch.no_grad():
-            return _timed(lambda: model(x), _steps(model_name, steps, case), 2)
+            return median_ms(lambda: model(x), _steps(model_name, steps, case), warmup=2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3) if MODELS[model_name][3] == "adam" else \
         torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -204,7 +206,7 @@ def worker_torch(model_name: str, case: str, steps: int, threads: int) -> float:
         loss_fn(model(x), y).backward()
         opt.step()
 
-    return _timed(step, _steps(model_name, steps, case), 3)
+    return median_ms(step, _steps(model_name, steps, case), warmup=3)
 
 
 # ---------------------------------------------------------------------------- the driver
