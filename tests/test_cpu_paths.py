@@ -36,8 +36,13 @@ CASES = [
     (3, 4, 10, 10, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "shift"),      # ResNet's 3x3
     (2, 4, 9, 12, 6, (3, 3), (1, 1), (1, 2, 0, 1), (1, 2), 2, "shift"),      # uneven padding, dilation, groups
     (2, 1, 12, 12, 4, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "shift"),      # one channel (mnist-net)
-    (3, 4, 9, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "gather"),      # ResNet's strided 3x3
-    (2, 4, 9, 8, 6, (3, 2), (2, 3), (1, 0, 2, 1), (1, 2), 2, "gather"),
+    (3, 4, 9, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "shift"),      # ResNet's strided 3x3: 4 phases
+    (2, 4, 9, 8, 6, (3, 2), (2, 3), (1, 0, 2, 1), (1, 2), 2, "shift"),      # 6 phases, dilation, groups
+    (2, 3, 11, 9, 4, (2, 2), (3, 2), (0, 1, 1, 0), (1, 1), 1, "shift"),     # a phase no offset reads
+    (2, 3, 7, 6, 5, (1, 1), (2, 2), (1, 0, 0, 1), (1, 1), 1, "shift"),      # padded strided 1x1: one phase read
+    (2, 4, 7, 7, 5, (3, 3), (3, 3), (0, 0, 0, 0), (1, 1), 1, "gather"),     # phase grid 2.25x the output
+    (2, 4, 9, 8, 6, (3, 2), (2, 3), (1, 0, 2, 1), (2, 1), 2, "shift"),      # dilation = stride: one phase row
+    (2, 4, 7, 7, 6, (2, 2), (3, 3), (0, 0, 0, 0), (2, 2), 2, "gather"),     # dilation, groups
     (3, 4, 9, 8, 6, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "pointwise"),   # ResNet's shortcut
     (3, 4, 8, 8, 6, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
     (2, 3, 6, 7, 5, (1, 1), (1, 1), (1, 0, 2, 1), (1, 1), 1, "shift"),       # padded 1x1: no im2col copy
@@ -58,7 +63,7 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rn
     backend = NumpyBackend()
     backend.flat_chunk_bytes = chunk_bytes
     backend.flat_kept_chunk_bytes = kept_chunk_bytes
-    backend.flat_max_waste = 2.0  # small images still take the shift path (the default is 1.4)
+    backend.flat_max_waste = backend.flat_max_strided_waste = 2.0  # small images take the shift path too
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)

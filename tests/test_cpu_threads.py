@@ -52,14 +52,15 @@ def _count_pairs(monkeypatch) -> list[int]:
 # N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_conv.py
 CONV_CASES = [
     (5, 4, 16, 16, 6, 3, 1, (1, 1, 1, 1), True),    # shift (at 10x10 its padded grid would be too wasteful)
-    (4, 3, 9, 8, 5, 3, 2, (1, 1, 1, 1), True),      # gather
+    (4, 3, 32, 32, 5, 3, 2, (1, 1, 1, 1), True),    # shift on two row phases (ResNet's first strided 3x3)
+    (4, 3, 9, 8, 5, 3, 2, (1, 1, 1, 1), True),      # gather (its phase grid would be 1.5x the output)
     (4, 3, 9, 8, 5, 1, 2, (0, 0, 0, 0), True),      # pointwise
     (5, 2, 8, 7, 4, 3, 1, (1, 0, 2, 1), False),     # batch-innermost im2col
 ]
 
 
-@pytest.mark.parametrize("case, mode", list(zip(CONV_CASES, ["shift", "gather", "pointwise", None])),
-                         ids=["shift", "gather", "pointwise", "im2col"])
+@pytest.mark.parametrize("case, mode", list(zip(CONV_CASES, ["shift", "shift", "gather", "pointwise", None])),
+                         ids=["shift", "strided-shift", "gather", "pointwise", "im2col"])
 def test_split_convolution_matches_reference(case, mode, threads, monkeypatch, rng):
     n, c, h, w, k, ks, s, padding, flat = case
     threads.flat_conv = flat

@@ -10,7 +10,7 @@ Two layouts, each over the batch in chunks whose im2col matrix is built just bef
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -98,6 +98,28 @@ def _filter_product(w_mat: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.
     return out
 
 
+class _FlatGeometry(NamedTuple):
+    """How the "shift" path (ConvolutionPaths) lays a convolution's input out."""
+
+    hp: int  #: padded image height
+    wp: int  #: ... and width
+    grid: tuple[int, int]  #: the product's grid per image (GH, GW), or (OH, OW) when gathering
+    row: int  #: a phase image's row length: SW * GW >= Wp (zeros past Wp)
+    left: int  #: the padding before each row
+    tail: int  #: zeros past the last image: the largest shift
+    taps: tuple[tuple[int, int], ...] | None  #: per kernel offset (i, j): (its row phase, its flat shift)
+    phases: tuple[tuple[int, int, int], ...]  #: per row phase: its rows that hold input rows (_phase_span)
+    stride: tuple[int, int]
+
+
+def _phase_span(pad_before: int, size: int, offset: int, step: int, cells: int) -> tuple[int, int, int]:
+    """(first, stop, first input index): the cells of a phase along one axis that hold input pixels,
+    where cell q is padded position step * q + offset."""
+    first = max(0, -(-(pad_before - offset) // step))
+    stop = max(first, min(cells, -(-(pad_before + size - offset) // step)))
+    return first, stop, step * first + offset - pad_before
+
+
 class ConvolutionPaths:
     """NumpyBackend's convolutions: conv2d and the fused conv2d + ReLU + max-pool (their
     ``_whole_*`` versions; cpu_threads.BatchHalves may run them on batch halves)."""
@@ -125,6 +147,10 @@ class ConvolutionPaths:
     flat_max_waste = 1.4
     #: ... else this path (None: the batch-innermost im2col path; "gather" measured 2% slower)
     flat_small_mode: str | None = None
+    #: strided convolutions take the "shift" path when its grid is at most this many times the output,
+    #: else "gather". ResNet-8's two at batch 128, per conv, gather -> shift, forward + backward pass:
+    #: 32x32 (grid 1.13x) 25-29 -> 21-24 ms, 16x16 (1.27x) 18-19 ms either way, inference 7.4 -> 9.2 ms
+    flat_max_strided_waste = 1.2
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
@@ -203,13 +229,18 @@ class ConvolutionPaths:
     # LeNet-5: the batch-innermost layout transposes element by element (stride C*H*W) four times
     # per conv per step, which dominated ResNet-8 on 2 cores. These paths lay each batch chunk out
     # (C, m, Hp, Wp), padded, so every transpose to and from NCHW moves whole image rows:
-    # - "shift" (stride 1): the images flattened to one row per channel, where the output pixel at
-    #   flat position p reads the input at p + i*dh*Wp + j*dw for kernel offset (i, j). Each im2col
-    #   row is ONE contiguous slice (a memcpy) and col2im adds whole rows; the price is that the
-    #   product also covers the Hp - OH and Wp - OW padding positions (1.13x the output at 32x32 with
-    #   padding 1), whose output is dropped and whose gradient is set to zero.
-    # - "gather" (strided convolutions): each kernel offset a strided view of the padded images,
-    #   copied into its im2col row; the product is exactly (K, m, OH, OW).
+    # - "shift": the images flattened to one row per channel, where the output pixel at flat
+    #   position p reads the input at p + i*dh*Wp + j*dw for kernel offset (i, j). Each im2col row is
+    #   ONE contiguous slice (a memcpy) and col2im adds whole rows; the price is that the product also
+    #   covers the Hp - OH and Wp - OW padding positions (1.13x the output at 32x32 with padding 1),
+    #   whose output is dropped and whose gradient is set to zero. A strided convolution first splits
+    #   the padded images' rows into SH phases (rows a, a + SH, a + 2*SH, ...), copying whole rows,
+    #   and runs the product on the grid (ceil(Hp/SH), ceil(Wp/SW)): output p of offset (i, j) reads
+    #   row phase i*dh % SH at SW*p + (i*dh // SH)*row + j*dw, so its im2col row is one slice of step
+    #   SW. Gathering instead copies short rows of OW pixels, one per output row and offset: ResNet-8's
+    #   strided 3x3 backward pass, 128 images, 16 -> 32 channels at 32x32: 25 -> 19 ms.
+    # - "gather" (strided convolutions whose phase grid is too wasteful): each kernel offset a strided
+    #   view of the padded images, copied into its im2col row; the product is exactly (K, m, OH, OW).
     # - "pointwise" (1x1, no padding, e.g. ResNet's strided shortcut): no im2col at all, a product
     #   per image on the (subsampled) NCHW input.
     # LeNet-5 runs its convolutions as the fused conv + ReLU + max-pool op and never comes here.
@@ -220,23 +251,26 @@ class ConvolutionPaths:
             return None
         if tuple(w_shape[2:]) == (1, 1) and tuple(padding) == (0, 0, 0, 0) and groups == 1:
             return "pointwise"
-        if tuple(stride) != (1, 1):
-            return "gather"
-        padded = (x_shape[2] + padding[0] + padding[1]) * (x_shape[3] + padding[2] + padding[3])
+        (sh, sw), (pt, pb, pl, pr) = stride, padding
+        grid = -(-(x_shape[2] + pt + pb) // sh) * -(-(x_shape[3] + pl + pr) // sw)
         # ResNet-8 per conv, forward + backward at batch 128: at 32x32 (padded grid 1.13x the
         # output) 1.7x faster than the im2col path, at 16x16 (1.27x) 1.3x, at 8x8 (1.56x) 1.15x slower
-        return "shift" if padded <= self.flat_max_waste * oh * ow else self.flat_small_mode
+        if (sh, sw) == (1, 1):
+            return "shift" if grid <= self.flat_max_waste * oh * ow else self.flat_small_mode
+        return "shift" if grid <= self.flat_max_strided_waste * oh * ow else "gather"
 
     @staticmethod
-    def _cnhw_geometry(x_shape, kh, kw, padding, dilation, oh, ow, mode):
-        """(Hp, Wp, the product's grid (GH, GW), tail, shifts): shift mode computes on the padded grid,
-        and its last image's windows read ``tail`` elements past the end (zeros)."""
-        hp, wp = x_shape[2] + padding[0] + padding[1], x_shape[3] + padding[2] + padding[3]
+    def _cnhw_geometry(x_shape, kh, kw, stride, padding, dilation, oh, ow, mode) -> _FlatGeometry:
+        """Where each kernel offset reads (see _FlatGeometry)."""
+        (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
+        hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
         if mode != "shift":
-            return hp, wp, (oh, ow), 0, None
-        tail = (kh - 1) * dilation[0] * wp + (kw - 1) * dilation[1]
-        shifts = [i * dilation[0] * wp + j * dilation[1] for i in range(kh) for j in range(kw)]
-        return hp, wp, (hp, wp), tail, shifts
+            return _FlatGeometry(hp, wp, (oh, ow), wp, pl, 0, None, (), (sh, sw))
+        gh, gw = -(-hp // sh), -(-wp // sw)
+        row = sw * gw
+        taps = tuple((i * dh % sh, (i * dh // sh) * row + j * dw) for i in range(kh) for j in range(kw))
+        phases = tuple(_phase_span(pt, x_shape[2], a, sh, gh) for a in range(sh))
+        return _FlatGeometry(hp, wp, (gh, gw), row, pl, max(shift for _, shift in taps), taps, phases, (sh, sw))
 
     def _cnhw_chunk(self, x_shape, kh, kw, grid, keep) -> int:
         """Images per chunk: as many as keep the chunk's im2col matrix near ``flat_chunk_bytes``
@@ -259,37 +293,58 @@ class ConvolutionPaths:
     def _cnhw_column_chunks(self, x, kh, kw, stride, padding, dilation, oh, ow, mode, keep):
         n, c, h, w = x.shape
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
-        hp, wp, grid, tail, shifts = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)
+        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
+        grid = geo.grid
         step = self._cnhw_chunk(x.shape, kh, kw, grid, keep)
         for start in range(0, n, step):
             stop = min(start + step, n)
             m = stop - start
-            flat = self._scratch.take((c, m * hp * wp + tail), x.dtype)
-            images = flat[:, :m * hp * wp].reshape(c, m, hp, wp)
+            length = m * grid[0] * grid[1]
+            if geo.taps is not None:
+                flat = self._phase_images(x[start:stop], geo)
+                if geo.taps == ((0, 0),) and not geo.tail and sw == 1:
+                    cols = flat[0]  # a 1x1 convolution: the image rows are the columns
+                else:
+                    cols = self._scratch.take((c * kh * kw, length), x.dtype)
+                    rows = cols.reshape(c, kh * kw, length)
+                    for index, (phase, shift) in enumerate(geo.taps):
+                        rows[:, index] = flat[phase, :, shift:shift + sw * length:sw]
+                    self._scratch.give(flat)
+                yield start, stop, cols
+                continue
+            images = self._scratch.take((c, m, geo.hp, geo.wp), x.dtype)
             if pt or pb or pl or pr:  # zero only the border, not the whole buffer
                 images[:, :, :pt] = 0
                 images[:, :, pt + h:] = 0
                 images[:, :, pt:pt + h, :pl] = 0
                 images[:, :, pt:pt + h, pl + w:] = 0
-            flat[:, m * hp * wp:] = 0
             images[:, :, pt:pt + h, pl:pl + w] = x[start:stop].transpose(1, 0, 2, 3)
-            length = m * grid[0] * grid[1]
-            if shifts == [0] and not tail:
-                cols = flat  # a 1x1 convolution: the image rows are the columns
-            else:
-                cols = self._scratch.take((c * kh * kw, length), x.dtype)
-                rows = cols.reshape(c, kh * kw, length)
-                if shifts is not None:
-                    for index, shift in enumerate(shifts):
-                        rows[:, index] = flat[:, shift:shift + length]
-                else:
-                    windows = rows.reshape(c, kh * kw, m, oh, ow)
-                    for i in range(kh):
-                        for j in range(kw):
-                            windows[:, i * kw + j] = images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                                            j * dw:j * dw + sw * (ow - 1) + 1:sw]
-                self._scratch.give(flat)
+            cols = self._scratch.take((c * kh * kw, length), x.dtype)
+            windows = cols.reshape(c, kh * kw, m, oh, ow)
+            for i in range(kh):
+                for j in range(kw):
+                    windows[:, i * kw + j] = images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                                    j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            self._scratch.give(images)
             yield start, stop, cols
+
+    def _phase_images(self, x, geo: _FlatGeometry) -> np.ndarray:
+        """x: (m, C, H, W) -> (SH, C, m*GH*row + tail): each row phase of the padded images flattened
+        to one row per channel, zero at the padding and past the last image (the tail)."""
+        m, c, h, w = x.shape
+        size = m * geo.grid[0] * geo.row
+        flat = self._scratch.take((len(geo.phases), c, size + geo.tail), x.dtype)
+        flat[:, :, size:] = 0
+        sh, pl = geo.stride[0], geo.left
+        for phase, (r0, r1, y0) in enumerate(geo.phases):
+            cells = flat[phase, :, :size].reshape(c, m, geo.grid[0], geo.row)
+            # zero only the cells outside the input, not the whole buffer
+            cells[:, :, :r0] = 0
+            cells[:, :, r1:] = 0
+            cells[:, :, r0:r1, :pl] = 0
+            cells[:, :, r0:r1, pl + w:] = 0
+            cells[:, :, r0:r1, pl:pl + w] = x[:, :, y0:y0 + sh * (r1 - r0):sh].transpose(1, 0, 2, 3)
+        return flat
 
     def _cnhw_conv_forward(self, x, w, b, stride, padding, dilation, groups, oh, ow, relu, keep_for_backward,
                            mode):
@@ -297,7 +352,7 @@ class ConvolutionPaths:
             return self._pointwise_forward(x, w, b, stride, oh, ow, relu)
         n = x.shape[0]
         k, cg, kh, kw = w.shape
-        grid = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)[2]
+        grid = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode).grid
         w_mat = w.reshape(groups, k // groups, cg * kh * kw)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
         # with the threads on, the backward pass builds the columns again (cpu_threads says why)
@@ -325,7 +380,8 @@ class ConvolutionPaths:
         r = cg * kh * kw
         oh, ow = dy.shape[2:]
         (sh, sw), (pt, _, pl, _), (dh, dw_) = stride, padding, dilation
-        hp, wp, grid, tail, shifts = self._cnhw_geometry(x.shape, kh, kw, padding, dilation, oh, ow, mode)
+        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
+        grid = geo.grid
         w_t = w.reshape(groups, k // groups, r).transpose(0, 2, 1)
         dx = np.empty(x.shape, dtype=w.dtype) if need_input_grad else None
         dw = db = None
@@ -343,34 +399,59 @@ class ConvolutionPaths:
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
             db_part = flat_dy.sum(axis=-1)
             db = db_part if db is None else db + db_part
-            if need_input_grad:
-                dflat = self._scratch.take((c, m * hp * wp + tail), w.dtype)
-                if shifts == [0] and not tail:
-                    np.matmul(w_t, dy_rows, out=dflat.reshape(groups, r, length))
-                else:
-                    dcols = self._scratch.take((c * kh * kw, length), w.dtype)
-                    np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
-                    offsets = dcols.reshape(c, kh * kw, length)
-                    if shifts is not None:
-                        # col2im on the flat rows: shift 0 comes first, so no zero fill under it
-                        dflat[:, :length] = offsets[:, 0]
-                        dflat[:, length:] = 0
-                        for index in range(1, len(shifts)):
-                            dflat[:, shifts[index]:shifts[index] + length] += offsets[:, index]
-                    else:
-                        dflat.fill(0)
-                        images = dflat.reshape(c, m, hp, wp)
-                        windows = offsets.reshape(c, kh * kw, m, oh, ow)
-                        for i in range(kh):
-                            for j in range(kw):
-                                images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                       j * dw_:j * dw_ + sw * (ow - 1) + 1:sw] += windows[:, i * kw + j]
-                    self._scratch.give(dcols)
-                images = dflat[:, :m * hp * wp].reshape(c, m, hp, wp)
+            if need_input_grad and geo.taps is not None:
+                self._phase_input_grad(dx[start:stop], w_t, dy_rows, geo)
+            elif need_input_grad:
+                dcols = self._scratch.take((c * kh * kw, length), w.dtype)
+                np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
+                images = self._scratch.take((c, m, geo.hp, geo.wp), w.dtype)
+                images.fill(0)
+                windows = dcols.reshape(c, kh * kw, m, oh, ow)
+                for i in range(kh):
+                    for j in range(kw):
+                        images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                               j * dw_:j * dw_ + sw * (ow - 1) + 1:sw] += windows[:, i * kw + j]
                 dx[start:stop] = images[:, :, pt:pt + h, pl:pl + wd].transpose(1, 0, 2, 3)
-                self._scratch.give(dflat)
+                self._scratch.give(dcols, images)
             self._scratch.give(cols, flat_dy)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
+
+    def _phase_input_grad(self, dx, w_t, dy_rows, geo: _FlatGeometry) -> None:
+        """dx: (m, C, H, W) <- the "shift" path's input gradient of one chunk: the product
+        w_t @ dy_rows (one row per channel and kernel offset), each row added back where its
+        offset read (col2im), then the row phases written to dx's rows."""
+        m, c, h, w = dx.shape
+        groups, r, length = w_t.shape[0], w_t.shape[1], dy_rows.shape[2]
+        (gh, _), (sh, sw), pl = geo.grid, geo.stride, geo.left
+        size = m * gh * geo.row
+        dflat = self._scratch.take((len(geo.phases), c, size + geo.tail), dx.dtype)
+        if geo.taps == ((0, 0),) and not geo.tail and sw == 1:
+            np.matmul(w_t, dy_rows, out=dflat[0].reshape(groups, r, length))
+            dflat[1:] = 0  # a row-strided 1x1 convolution reads one phase only
+        else:
+            dcols = self._scratch.take((c * len(geo.taps), length), dx.dtype)
+            np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
+            offsets = dcols.reshape(c, len(geo.taps), length)
+            started = [False] * len(geo.phases)
+            for index, (phase, shift) in enumerate(geo.taps):
+                rows = dflat[phase]
+                if not started[phase] and shift == 0 and sw == 1:
+                    # a phase's first offset reads it unshifted: no zero fill under it
+                    rows[:, :length] = offsets[:, index]
+                    rows[:, length:] = 0
+                else:
+                    if not started[phase]:
+                        rows.fill(0)
+                    rows[:, shift:shift + sw * length:sw] += offsets[:, index]
+                started[phase] = True
+            for phase, done in enumerate(started):
+                if not done:  # rows no kernel offset reads (stride > kernel): no gradient
+                    dflat[phase].fill(0)
+            self._scratch.give(dcols)
+        for phase, (r0, r1, y0) in enumerate(geo.phases):
+            cells = dflat[phase, :, :size].reshape(c, m, gh, geo.row)
+            dx[:, :, y0:y0 + sh * (r1 - r0):sh] = cells[:, :, r0:r1, pl:pl + w].transpose(1, 0, 2, 3)
+        self._scratch.give(dflat)
 
     @staticmethod
     def _pointwise_input(x, stride):
