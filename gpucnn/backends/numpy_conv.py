@@ -99,25 +99,36 @@ def _filter_product(w_mat: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.
 
 
 class _FlatGeometry(NamedTuple):
-    """How the "shift" path (ConvolutionPaths) lays a convolution's input out."""
+    """How the (C, N, H, W) paths (ConvolutionPaths) lay a convolution's input out."""
 
-    hp: int  #: padded image height
-    wp: int  #: ... and width
-    grid: tuple[int, int]  #: the product's grid per image (GH, GW), or (OH, OW) when gathering
+    grid: tuple[int, int]  #: the product's grid per image: (GH, GW) on the "shift" path, else (OH, OW)
+    padded: tuple[int, int]  #: the padded image (Hp, Wp)
     row: int  #: a phase image's row length: SW * GW >= Wp (zeros past Wp)
-    left: int  #: the padding before each row
     tail: int  #: zeros past the last image: the largest shift
     taps: tuple[tuple[int, int], ...] | None  #: per kernel offset (i, j): (its row phase, its flat shift)
-    phases: tuple[tuple[int, int, int], ...]  #: per row phase: its rows that hold input rows (_phase_span)
+    phases: tuple[tuple[slice, slice], ...]  #: per row phase: its rows that hold input rows, and those rows
     stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+
+    @property
+    def direct(self) -> bool:
+        """An unstrided 1x1 convolution: the one phase's rows are the im2col columns themselves."""
+        return self.taps == ((0, 0),) and self.stride == (1, 1)
+
+    def phase(self, flat: np.ndarray, index: int) -> np.ndarray:
+        """Phase ``index``'s channel rows of a (phases * C, ...) buffer."""
+        c = flat.shape[0] // len(self.phases)
+        return flat[index * c:(index + 1) * c]
 
 
-def _phase_span(pad_before: int, size: int, offset: int, step: int, cells: int) -> tuple[int, int, int]:
-    """(first, stop, first input index): the cells of a phase along one axis that hold input pixels,
-    where cell q is padded position step * q + offset."""
+def _phase_rows(pad_before: int, size: int, offset: int, step: int, cells: int) -> tuple[slice, slice]:
+    """(phase rows, input rows): the rows of a row phase that hold input rows, where phase row q is
+    padded row step * q + offset, and those input rows."""
     first = max(0, -(-(pad_before - offset) // step))
     stop = max(first, min(cells, -(-(pad_before + size - offset) // step)))
-    return first, stop, step * first + offset - pad_before
+    start = step * first + offset - pad_before
+    return slice(first, stop), slice(start, start + step * (stop - first), step)
 
 
 class ConvolutionPaths:
@@ -264,13 +275,14 @@ class ConvolutionPaths:
         """Where each kernel offset reads (see _FlatGeometry)."""
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
         hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
+        layout = (tuple(stride), tuple(padding), tuple(dilation))
         if mode != "shift":
-            return _FlatGeometry(hp, wp, (oh, ow), wp, pl, 0, None, (), (sh, sw))
+            return _FlatGeometry((oh, ow), (hp, wp), wp, 0, None, (), *layout)
         gh, gw = -(-hp // sh), -(-wp // sw)
         row = sw * gw
         taps = tuple((i * dh % sh, (i * dh // sh) * row + j * dw) for i in range(kh) for j in range(kw))
-        phases = tuple(_phase_span(pt, x_shape[2], a, sh, gh) for a in range(sh))
-        return _FlatGeometry(hp, wp, (gh, gw), row, pl, max(shift for _, shift in taps), taps, phases, (sh, sw))
+        phases = tuple(_phase_rows(pt, x_shape[2], a, sh, gh) for a in range(sh))
+        return _FlatGeometry((gh, gw), (hp, wp), row, max(shift for _, shift in taps), taps, phases, *layout)
 
     def _cnhw_chunk(self, x_shape, kh, kw, grid, keep) -> int:
         """Images per chunk: as many as keep the chunk's im2col matrix near ``flat_chunk_bytes``
@@ -279,21 +291,19 @@ class ConvolutionPaths:
         size = self.flat_kept_chunk_bytes if keep else self.flat_chunk_bytes
         return max(1, min(x_shape[0], size // max(1, per_image)))
 
-    def _cnhw_columns(self, x, kh, kw, stride, padding, dilation, oh, ow, mode, keep=False, reuse=False):
+    def _cnhw_columns(self, x, kh, kw, geo: _FlatGeometry, keep=False, reuse=False):
         """Yields (start, stop, cols), cols: (C*KH*KW, m*GH*GW), one chunk at a time (see
         _lazily_kept); reused from a training forward when kept."""
-        geometry = (mode, x.shape, x.dtype, kh, kw, stride, padding, dilation)
         if reuse:
-            saved = self._recall(self._saved_columns, x, geometry)
+            saved = self._recall(self._saved_columns, x, (x.shape, x.dtype, kh, kw, geo))
             if saved is not None:
                 return iter(saved)
-        chunks = self._cnhw_column_chunks(x, kh, kw, stride, padding, dilation, oh, ow, mode, keep)
-        return self._lazily_kept(chunks, x, geometry) if keep else chunks
+        chunks = self._cnhw_column_chunks(x, kh, kw, geo, keep)
+        return self._lazily_kept(chunks, x, (x.shape, x.dtype, kh, kw, geo)) if keep else chunks
 
-    def _cnhw_column_chunks(self, x, kh, kw, stride, padding, dilation, oh, ow, mode, keep):
+    def _cnhw_column_chunks(self, x, kh, kw, geo: _FlatGeometry, keep):
         n, c, h, w = x.shape
-        (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
-        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
+        (sh, sw), (pt, pb, pl, pr), (dh, dw) = geo.stride, geo.padding, geo.dilation
         grid = geo.grid
         step = self._cnhw_chunk(x.shape, kh, kw, grid, keep)
         for start in range(0, n, step):
@@ -302,17 +312,17 @@ class ConvolutionPaths:
             length = m * grid[0] * grid[1]
             if geo.taps is not None:
                 flat = self._phase_images(x[start:stop], geo)
-                if geo.taps == ((0, 0),) and not geo.tail and sw == 1:
-                    cols = flat[0]  # a 1x1 convolution: the image rows are the columns
+                if geo.direct:
+                    cols = flat  # the image rows are the columns
                 else:
                     cols = self._scratch.take((c * kh * kw, length), x.dtype)
                     rows = cols.reshape(c, kh * kw, length)
                     for index, (phase, shift) in enumerate(geo.taps):
-                        rows[:, index] = flat[phase, :, shift:shift + sw * length:sw]
+                        rows[:, index] = geo.phase(flat, phase)[:, shift:shift + sw * length:sw]
                     self._scratch.give(flat)
                 yield start, stop, cols
                 continue
-            images = self._scratch.take((c, m, geo.hp, geo.wp), x.dtype)
+            images = self._scratch.take((c, m, *geo.padded), x.dtype)
             if pt or pb or pl or pr:  # zero only the border, not the whole buffer
                 images[:, :, :pt] = 0
                 images[:, :, pt + h:] = 0
@@ -320,30 +330,30 @@ class ConvolutionPaths:
                 images[:, :, pt:pt + h, pl + w:] = 0
             images[:, :, pt:pt + h, pl:pl + w] = x[start:stop].transpose(1, 0, 2, 3)
             cols = self._scratch.take((c * kh * kw, length), x.dtype)
-            windows = cols.reshape(c, kh * kw, m, oh, ow)
+            windows = cols.reshape(c, kh * kw, m, *grid)
             for i in range(kh):
                 for j in range(kw):
-                    windows[:, i * kw + j] = images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                                    j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                    windows[:, i * kw + j] = images[:, :, i * dh:i * dh + sh * (grid[0] - 1) + 1:sh,
+                                                    j * dw:j * dw + sw * (grid[1] - 1) + 1:sw]
             self._scratch.give(images)
             yield start, stop, cols
 
     def _phase_images(self, x, geo: _FlatGeometry) -> np.ndarray:
-        """x: (m, C, H, W) -> (SH, C, m*GH*row + tail): each row phase of the padded images flattened
+        """x: (m, C, H, W) -> (SH * C, m*GH*row + tail): each row phase of the padded images flattened
         to one row per channel, zero at the padding and past the last image (the tail)."""
         m, c, h, w = x.shape
         size = m * geo.grid[0] * geo.row
-        flat = self._scratch.take((len(geo.phases), c, size + geo.tail), x.dtype)
-        flat[:, :, size:] = 0
-        sh, pl = geo.stride[0], geo.left
-        for phase, (r0, r1, y0) in enumerate(geo.phases):
-            cells = flat[phase, :, :size].reshape(c, m, geo.grid[0], geo.row)
+        flat = self._scratch.take((len(geo.phases) * c, size + geo.tail), x.dtype)
+        flat[:, size:] = 0
+        pl = geo.padding[2]
+        for index, (cell_rows, input_rows) in enumerate(geo.phases):
+            cells = geo.phase(flat, index)[:, :size].reshape(c, m, geo.grid[0], geo.row)
             # zero only the cells outside the input, not the whole buffer
-            cells[:, :, :r0] = 0
-            cells[:, :, r1:] = 0
-            cells[:, :, r0:r1, :pl] = 0
-            cells[:, :, r0:r1, pl + w:] = 0
-            cells[:, :, r0:r1, pl:pl + w] = x[:, :, y0:y0 + sh * (r1 - r0):sh].transpose(1, 0, 2, 3)
+            cells[:, :, :cell_rows.start] = 0
+            cells[:, :, cell_rows.stop:] = 0
+            cells[:, :, cell_rows, :pl] = 0
+            cells[:, :, cell_rows, pl + w:] = 0
+            cells[:, :, cell_rows, pl:pl + w] = x[:, :, input_rows].transpose(1, 0, 2, 3)
         return flat
 
     def _cnhw_conv_forward(self, x, w, b, stride, padding, dilation, groups, oh, ow, relu, keep_for_backward,
@@ -352,18 +362,17 @@ class ConvolutionPaths:
             return self._pointwise_forward(x, w, b, stride, oh, ow, relu)
         n = x.shape[0]
         k, cg, kh, kw = w.shape
-        grid = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode).grid
+        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
         w_mat = w.reshape(groups, k // groups, cg * kh * kw)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
         # with the threads on, the backward pass builds the columns again (cpu_threads says why)
         keep_for_backward = keep_for_backward and cpu_threads.keeps_columns()
-        for start, stop, cols in self._cnhw_columns(x, kh, kw, stride, padding, dilation, oh, ow, mode,
-                                                    keep=keep_for_backward):
+        for start, stop, cols in self._cnhw_columns(x, kh, kw, geo, keep=keep_for_backward):
             part = self._scratch.take((k, cols.shape[1]), x.dtype)
             _filter_product(w_mat, cols.reshape(groups, cg * kh * kw, -1), part.reshape(groups, k // groups, -1))
             if not keep_for_backward:
                 self._scratch.give(cols)
-            valid = part.reshape(k, stop - start, *grid)[:, :, :oh, :ow]
+            valid = part.reshape(k, stop - start, *geo.grid)[:, :, :oh, :ow]
             if b is not None:
                 valid += b[:, None, None, None]
             if relu:
@@ -379,13 +388,12 @@ class ConvolutionPaths:
         k, cg, kh, kw = w.shape
         r = cg * kh * kw
         oh, ow = dy.shape[2:]
-        (sh, sw), (pt, _, pl, _), (dh, dw_) = stride, padding, dilation
         geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
         grid = geo.grid
         w_t = w.reshape(groups, k // groups, r).transpose(0, 2, 1)
         dx = np.empty(x.shape, dtype=w.dtype) if need_input_grad else None
         dw = db = None
-        for start, stop, cols in self._cnhw_columns(x, kh, kw, stride, padding, dilation, oh, ow, mode, reuse=True):
+        for start, stop, cols in self._cnhw_columns(x, kh, kw, geo, reuse=True):
             m = stop - start
             length = m * grid[0] * grid[1]
             # dy on the product's grid, zero at the padding positions so they add nothing to dw or dx
@@ -402,17 +410,7 @@ class ConvolutionPaths:
             if need_input_grad and geo.taps is not None:
                 self._phase_input_grad(dx[start:stop], w_t, dy_rows, geo)
             elif need_input_grad:
-                dcols = self._scratch.take((c * kh * kw, length), w.dtype)
-                np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
-                images = self._scratch.take((c, m, geo.hp, geo.wp), w.dtype)
-                images.fill(0)
-                windows = dcols.reshape(c, kh * kw, m, oh, ow)
-                for i in range(kh):
-                    for j in range(kw):
-                        images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                               j * dw_:j * dw_ + sw * (ow - 1) + 1:sw] += windows[:, i * kw + j]
-                dx[start:stop] = images[:, :, pt:pt + h, pl:pl + wd].transpose(1, 0, 2, 3)
-                self._scratch.give(dcols, images)
+                self._gathered_input_grad(dx[start:stop], w_t, dy_rows, kh, kw, geo)
             self._scratch.give(cols, flat_dy)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
 
@@ -422,36 +420,47 @@ class ConvolutionPaths:
         offset read (col2im), then the row phases written to dx's rows."""
         m, c, h, w = dx.shape
         groups, r, length = w_t.shape[0], w_t.shape[1], dy_rows.shape[2]
-        (gh, _), (sh, sw), pl = geo.grid, geo.stride, geo.left
-        size = m * gh * geo.row
-        dflat = self._scratch.take((len(geo.phases), c, size + geo.tail), dx.dtype)
-        if geo.taps == ((0, 0),) and not geo.tail and sw == 1:
-            np.matmul(w_t, dy_rows, out=dflat[0].reshape(groups, r, length))
-            dflat[1:] = 0  # a row-strided 1x1 convolution reads one phase only
+        sw, pl = geo.stride[1], geo.padding[2]
+        size = m * geo.grid[0] * geo.row
+        dflat = self._scratch.take((len(geo.phases) * c, size + geo.tail), dx.dtype)
+        if geo.direct:
+            np.matmul(w_t, dy_rows, out=dflat.reshape(groups, r, length))
         else:
             dcols = self._scratch.take((c * len(geo.taps), length), dx.dtype)
             np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
             offsets = dcols.reshape(c, len(geo.taps), length)
-            started = [False] * len(geo.phases)
-            for index, (phase, shift) in enumerate(geo.taps):
-                rows = dflat[phase]
-                if not started[phase] and shift == 0 and sw == 1:
-                    # a phase's first offset reads it unshifted: no zero fill under it
-                    rows[:, :length] = offsets[:, index]
-                    rows[:, length:] = 0
-                else:
-                    if not started[phase]:
-                        rows.fill(0)
-                    rows[:, shift:shift + sw * length:sw] += offsets[:, index]
-                started[phase] = True
-            for phase, done in enumerate(started):
-                if not done:  # rows no kernel offset reads (stride > kernel): no gradient
-                    dflat[phase].fill(0)
+            first = 0
+            if geo.stride == (1, 1):  # offset (0, 0) reads unshifted: no zero fill under it
+                dflat[:, :length] = offsets[:, 0]
+                dflat[:, length:] = 0
+                first = 1
+            else:
+                dflat.fill(0)
+            for index in range(first, len(geo.taps)):
+                phase, shift = geo.taps[index]
+                geo.phase(dflat, phase)[:, shift:shift + sw * length:sw] += offsets[:, index]
             self._scratch.give(dcols)
-        for phase, (r0, r1, y0) in enumerate(geo.phases):
-            cells = dflat[phase, :, :size].reshape(c, m, gh, geo.row)
-            dx[:, :, y0:y0 + sh * (r1 - r0):sh] = cells[:, :, r0:r1, pl:pl + w].transpose(1, 0, 2, 3)
+        for index, (cell_rows, input_rows) in enumerate(geo.phases):
+            cells = geo.phase(dflat, index)[:, :size].reshape(c, m, geo.grid[0], geo.row)
+            dx[:, :, input_rows] = cells[:, :, cell_rows, pl:pl + w].transpose(1, 0, 2, 3)
         self._scratch.give(dflat)
+
+    def _gathered_input_grad(self, dx, w_t, dy_rows, kh, kw, geo: _FlatGeometry) -> None:
+        """dx: (m, C, H, W) <- the "gather" path's input gradient of one chunk: col2im by strided adds."""
+        m, c, h, w = dx.shape
+        groups, r, length = w_t.shape[0], w_t.shape[1], dy_rows.shape[2]
+        (oh, ow), (sh, sw), (pt, _, pl, _), (dh, dw) = geo.grid, geo.stride, geo.padding, geo.dilation
+        dcols = self._scratch.take((c * kh * kw, length), dx.dtype)
+        np.matmul(w_t, dy_rows, out=dcols.reshape(groups, r, length))
+        images = self._scratch.take((c, m, *geo.padded), dx.dtype)
+        images.fill(0)
+        windows = dcols.reshape(c, kh * kw, m, oh, ow)
+        for i in range(kh):
+            for j in range(kw):
+                images[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                       j * dw:j * dw + sw * (ow - 1) + 1:sw] += windows[:, i * kw + j]
+        dx[...] = images[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
+        self._scratch.give(dcols, images)
 
     @staticmethod
     def _pointwise_input(x, stride):
