@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .base import Backend, dropout_key, dropout_scale, dropout_threshold, hash32
+from .base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
 from .cpu_threads import BatchHalves
 from .numpy_conv import ConvolutionPaths
 from .numpy_windows import (
@@ -84,22 +84,14 @@ class _Scratch:
                 del self._free[oldest]
 
 
-def _hash32(x: np.ndarray) -> np.ndarray:
-    """lowbias32 on a uint32 array (wrap-around multiply is what the kernel does too)."""
-    x = x ^ (x >> np.uint32(16))
-    x = x * np.uint32(0x7FEB352D)
-    x = x ^ (x >> np.uint32(15))
-    x = x * np.uint32(0x846CA68B)
-    return x ^ (x >> np.uint32(16))
-
-
 def dropout_mask(shape: tuple[int, ...], p: float, seed: int) -> np.ndarray:
     """uint8 keep-mask, a pure function of (seed, flat index): the reference for dropout.cu."""
     return _dropout_mask_for_key(shape, p, dropout_key(seed))
 
 
 def _hash32_in_place(x: np.ndarray) -> np.ndarray:
-    """``_hash32`` of a uint32 array, overwriting it (one scratch array instead of ten temporaries)."""
+    """lowbias32 on a uint32 array, overwriting it (wrap-around multiply is what the kernel does too;
+    one scratch array instead of ten temporaries)."""
     shifted = np.empty_like(x)
     for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B)):
         np.right_shift(x, np.uint32(shift), out=shifted)
@@ -124,7 +116,7 @@ def _dropout_mask_for_key(shape: tuple[int, ...], p: float, key: int) -> np.ndar
     index = np.arange(count, dtype=np.uint64)
     low = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     high = (index >> np.uint64(32)).astype(np.uint32)
-    h = _hash32(low ^ _hash32(high ^ np.uint32(key)))
+    h = _hash32_in_place(low ^ _hash32_in_place(high ^ np.uint32(key)))
     keep = (h >> np.uint32(8)) >= np.uint32(dropout_threshold(p))
     return keep.astype(np.uint8).reshape(shape)
 
@@ -146,7 +138,7 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
         self._saved_columns: dict[int, tuple[np.ndarray, tuple, list[tuple[int, int, np.ndarray]]]] = {}
         # id(argmax) -> (argmax, offset): max pooling's winning kernel offset per window (uint8), so
         # the backward pass compares a quarter of the bytes that the int32 argmax would take
-        self._saved_offsets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._saved_offsets: dict[int, tuple[np.ndarray, None, np.ndarray]] = {}
         self._scratch = _Scratch()
         # id(x) -> (x, split, (x[:split], x[split:])): see BatchHalves
         self._saved_halves: dict[int, tuple] = {}
@@ -195,7 +187,7 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
         steps = (np.arange(kh)[:, None] * w + np.arange(kw)[None, :]).ravel().astype(np.int32)
         argmax = np.take(steps, offset)
         argmax += corner.astype(np.int32)
-        self._remember(self._saved_offsets, id(argmax), (argmax, offset), self.SAVED_COLUMNS)
+        self._remember(self._saved_offsets, id(argmax), (argmax, None, offset), self.SAVED_COLUMNS)
         return best, argmax
 
     @staticmethod
@@ -230,9 +222,8 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
             # the windows tile the input exactly: every input cell is written once, no zero fill
             dx = np.empty(x_shape, dtype=dy.dtype)
             tiles = dx.reshape(x_shape[0], x_shape[1], oh, kh, ow, kw)
-            saved = self._saved_offsets.pop(id(argmax), None)
-            if saved is not None and saved[0] is argmax:
-                offset = saved[1]
+            offset = self._recall(self._saved_offsets, argmax, None)
+            if offset is not None:
                 for i in range(kh):
                     for j in range(kw):
                         np.multiply(dy, offset == i * kw + j, out=tiles[:, :, :, i, :, j])
@@ -452,7 +443,8 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
 
     def adam_update(self, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
         root = param.dtype.type(np.sqrt(1 - beta2 ** step))
-        self._adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, lr / (1 - beta1 ** step),
+        step_size, _ = adam_step_factors(lr, beta1, beta2, step)  # 1/sqrt of it would round differently here
+        self._adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
                    lambda v: np.sqrt(v) / root)
 
     @staticmethod

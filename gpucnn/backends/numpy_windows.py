@@ -28,6 +28,7 @@ def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
     return as_strided(xpad, shape=(n, c, kh, kw, oh, ow),
                       strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
 
+
 def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
     """Sum window-shaped contributions back onto the input grid.
 
