@@ -30,7 +30,7 @@ import numpy as np
 
 from .backends.base import dropout_key
 from .datasets import shift_offsets
-from .functions.dropout import TableSeed, seeds_from
+from .functions.dropout import TableSeed, draw_seed, seeds_from
 from .nn.module import Module
 from .optim import LRSchedule, Optimizer
 from .tensor import Tensor
@@ -69,9 +69,9 @@ class GraphedStep:
         self.batch_size, self.max_shift, self.shuffle = batch_size, max_shift, shuffle
         self.label_smoothing = float(label_smoothing)  # a kernel argument: fixed for the graph's life
         self.count = len(images)
-        self.full_steps, rest = divmod(self.count, batch_size)
+        full_steps, rest = divmod(self.count, batch_size)
         #: steps in an epoch: the full batches, then a partial one when batch_size does not divide the set
-        self.steps = self.full_steps + (1 if rest else 0)
+        self.steps = full_steps + (1 if rest else 0)
         self._label_range = (int(host_labels.min()), int(host_labels.max()))
         self._classes_checked = False
         upload = backend.asarray
@@ -140,7 +140,7 @@ class GraphedStep:
         the order the eager steps would draw them from the calls' generators."""
         for row in range(first, self.steps):
             for slot, generator in enumerate(self._slots):
-                self._host_keys[row, slot] = dropout_key(int(generator.integers(0, 1 << 63)))
+                self._host_keys[row, slot] = dropout_key(draw_seed(generator))
         self.backend.device.copy_from_host(self._keys, self._host_keys)
 
     def table_seed(self, generator: Any) -> TableSeed:
@@ -148,11 +148,14 @@ class GraphedStep:
         slot = len(self._calls)
         self._calls.append(generator)
         if self._slots is None:  # the first step: draw now, as an eager step would, and learn the calls
-            if slot >= self._host_keys.shape[1]:
+            grown = slot >= self._host_keys.shape[1]
+            if grown:
                 self._host_keys = np.pad(self._host_keys, ((0, 0), (0, 1)))
+            self._host_keys[self._next, slot] = dropout_key(draw_seed(generator))
+            if grown:  # one upload either way
                 self._keys = self.backend.asarray(self._host_keys)
-            self._host_keys[self._next, slot] = dropout_key(int(generator.integers(0, 1 << 63)))
-            self.backend.device.copy_from_host(self._keys, self._host_keys)
+            else:
+                self.backend.device.copy_from_host(self._keys, self._host_keys)
         elif slot >= len(self._slots) or self._slots[slot] is not generator:
             raise ValueError(f"GraphedStep: dropout call {slot + 1} of this step is not the one the first step made "
                              f"({len(self._slots)} calls then); a graphed step must make the same dropout calls, "
@@ -165,7 +168,6 @@ class GraphedStep:
         if not self._epoch_ready or self._next >= self.steps:
             raise RuntimeError("GraphedStep.step: no step left in this epoch; call begin_epoch(rng) first")
         count = min(self.batch_size, self.count - self._next * self.batch_size)
-        device = self.backend.device
         if count < self.batch_size:
             self._run(count)
         elif self.graph is not None:
@@ -173,6 +175,7 @@ class GraphedStep:
             self.graph.replay()
             self._show_graph_grads()
         elif not self._warmed:  # warm-up: compile and load every kernel, fill the graph's pool
+            device = self.backend.device
             self._pool = device.new_graph_pool()
             with device.using_graph_pool(self._pool):
                 self._run(count)

@@ -18,7 +18,7 @@ from .functions.checks import check_float_input, check_same_dtype
 from .functions.conv2d import ConvSpec, ExpandConnections, positive_pair, resolve_padding
 from .functions.conv2d import conv2d as _conv2d
 from .functions.conv2d import conv2d_relu_max_pool2d as _conv2d_relu_max_pool2d
-from .functions.dropout import Dropout, seed_source
+from .functions.dropout import Dropout, draw_seed, seed_source
 from .functions.linear import Linear
 from .functions.lppool2d import lp_pool2d as _lp_pool2d
 from .functions.maxpool2d import max_pool2d as _max_pool2d
@@ -199,7 +199,7 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
 
             generator = default_rng()
         source = seed_source()
-        seed = source.table_seed(generator) if source is not None else int(generator.integers(0, 1 << 63))
+        seed = source.table_seed(generator) if source is not None else draw_seed(generator)
     return Dropout.apply(x, float(p), seed)
 
 

@@ -479,7 +479,7 @@ class CudaBackend(Backend):
         shifts = order if offsets is None else self._input(offsets, "gather_batch offsets", np.int32)
         if max_shift > 0 and offsets is None:
             raise ValueError(f"gather_batch: max_shift={max_shift} needs a table of offsets, got None")
-        n, c, h, w = images.shape
+        c, h, w = images.shape[1:]
         x = self.device.empty((count, c, h, w), images.dtype)
         y = self.device.empty((count,), np.int32)
         if x.size:
@@ -612,7 +612,7 @@ class CudaBackend(Backend):
         """``host`` on the device. During a CUDA-graph capture no host->device copy may run: the array
         comes from the capture's memory and is filled when the capture ends, before any replay reads it
         (a captured launch reads its memory when it runs, not when it is recorded)."""
-        if not getattr(self.device, "capturing", False):
+        if not self.device.capturing:
             return self.device.asarray(host)
         table = self.device.empty(host.shape, host.dtype)
         self.device.upload_after_capture(table, host)

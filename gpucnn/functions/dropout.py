@@ -25,6 +25,12 @@ class TableSeed:
         self.keys, self.step, self.slot = keys, step, slot
 
 
+def draw_seed(generator: Any) -> int:
+    """A dropout call's seed drawn on the host from its generator: the one draw eager steps and the
+    CUDA-graph step's key tables both make, so their masks agree."""
+    return int(generator.integers(0, 1 << 63))
+
+
 def seed_source() -> Any:
     """The object handing out TableSeeds to this thread's dropout calls, or None (draw on the host)."""
     return getattr(_state, "source", None)
