@@ -56,6 +56,11 @@ MODELS = {
 }
 
 
+def _env_words(env: dict[str, str]) -> str:
+    """NAME=value NAME=value ..., as the results print environment settings."""
+    return " ".join(f"{k}={v}" for k, v in env.items())
+
+
 def cases(model: str) -> list[str]:
     return [f"train b{b}" for b in TRAIN_BATCHES] + [f"infer b{MODELS[model][1]}"]
 
@@ -254,7 +259,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the table as markdown here")
     parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time (LeNet-5) in the same rounds")
     parser.add_argument("--gpucnn-threads", action="store_true",
-                        help="also time gpucnn with " + " ".join(f"{k}={v}" for k, v in THREADS_ENV.items()))
+                        help="also time gpucnn with " + _env_words(THREADS_ENV))
     parser.add_argument("--worker", choices=["gpucnn", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=list(MODELS), default="lenet5", help=argparse.SUPPRESS)
     parser.add_argument("--case", default="train b128", help=argparse.SUPPRESS)
@@ -303,14 +308,14 @@ def _table(args: argparse.Namespace, models: list[str], times: dict, peaks: dict
     import numpy
     import torch
 
-    malloc = "defaults" if args.no_malloc_env else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+    malloc = "defaults" if args.no_malloc_env else _env_words(MALLOC_ENV)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     header = (f"{datetime.date.today()}, commit {commit or '?'}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, "
               f"glibc malloc: {malloc}; median of {args.processes} per-process medians")
     baseline, threaded = bool(args.baseline), args.gpucnn_threads
-    extra = "; threads: " + " ".join(f"{k}={v}" for k, v in THREADS_ENV.items()) if threaded else ""
+    extra = "; threads: " + _env_words(THREADS_ENV) if threaded else ""
     lines = [header + (f"; baseline: {args.baseline}" if baseline else "") + extra, "",
              "| model | case | gpucnn ms | PyTorch ms | gpucnn / PyTorch | per-round ratios | gpucnn peak MiB "
              "| PyTorch peak MiB |" + (" baseline ms | gpucnn / baseline | per-round ratios |" if baseline else "")

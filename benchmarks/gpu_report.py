@@ -474,7 +474,6 @@ def _torch_run(cfg: Config, torch: Any, device: str, graphs: bool) -> Run:
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v.copy_(state[k])
-    total.zero_()
     schedule = None
     if graphs:
         table_sgd.reset()

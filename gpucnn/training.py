@@ -180,11 +180,11 @@ class Trainer:
         self.batch_size, self.seed, self.max_shift = batch_size, seed, max_shift
         self.label_smoothing = float(label_smoothing)
         self.per_step = bool(getattr(schedule, "per_step", False))
-        # keeping the whole set on the device pays off on a GPU; on the host it changes nothing
-        self.resident = model.backend.name == "cuda" if resident is None else resident
         self.graph = bool(graph)
+        # keeping the whole set on the device pays off on a GPU (a graphed step needs it); on the host it
+        # changes nothing
+        self.resident = (self.graph or model.backend.name == "cuda") if resident is None else resident
         if self.graph:
-            self.resident = True if resident is None else resident
             self._check_graph_options(model)
         self._graphed: tuple[Any, Any, GraphedStep] | None = None
         self.progress, self.checkpoint, self.prepare = progress and self.rank == 0, checkpoint, prepare
