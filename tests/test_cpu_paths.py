@@ -64,6 +64,7 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rn
     backend.flat_chunk_bytes = chunk_bytes
     backend.flat_kept_chunk_bytes = kept_chunk_bytes
     backend.flat_max_waste = backend.flat_max_strided_waste = 2.0  # small images take the shift path too
+    backend.flat_keep_unstrided_columns = True  # keep=True below keeps the columns on every path
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
@@ -103,6 +104,7 @@ def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     backend.flat_conv = flat
     backend.flat_chunk_bytes = backend.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images
     backend.BATCH_CHUNK = 2
+    backend.flat_keep_unstrided_columns = True
     build = backend._cnhw_column_chunks if flat else None
     if flat:
         def counted(*args):
@@ -125,6 +127,27 @@ def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     events.clear()
     backend.conv2d_backward(np.ones_like(y), x, wt, *args)
     assert "columns" not in events and not backend._saved_columns
+
+
+@pytest.mark.parametrize("stride, size, mode", [(1, 16, "shift"), (2, 32, "shift"), (2, 16, "gather")])
+def test_training_forward_keeps_only_strided_columns(stride, size, mode, rng):
+    """By default a stride-1 convolution's backward pass builds its columns again (in cache-sized
+    chunks), while a strided one's reuses those its forward kept; the gradients are the same."""
+    x = rng.standard_normal((3, 16, size, size)).astype(np.float32)
+    wt = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    args = ((stride, stride), (1, 1, 1, 1), (1, 1), 1)
+    backend = NumpyBackend()
+    out = (size + 2 - 3) // stride + 1
+    assert backend._cnhw_mode(x.shape, wt.shape, args[0], args[1], 1, out, out) == mode
+    y = backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True)
+    assert len(backend._saved_columns) == (stride != 1)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = backend.conv2d_backward(dy, x, wt, *args)
+    assert not backend._saved_columns
+    rdx, rdw, rdb = ref.conv2d_backward(dy, x, wt, *args)
+    np.testing.assert_allclose(dx, rdx, **SUM_TOL)
+    np.testing.assert_allclose(dw, rdw, **SUM_TOL)
+    np.testing.assert_allclose(db, rdb, **SUM_TOL)
 
 
 def test_cnhw_paths_agree_with_im2col_path(rng):

@@ -162,6 +162,9 @@ class ConvolutionPaths:
     #: else "gather". ResNet-8's two at batch 128, per conv, gather -> shift, forward + backward pass:
     #: 32x32 (grid 1.13x) 25-29 -> 21-24 ms, 16x16 (1.27x) 18-19 ms either way, inference 7.4 -> 9.2 ms
     flat_max_strided_waste = 1.2
+    #: whether a training forward keeps the columns of a stride-1 convolution for its backward pass
+    #: (strided ones always keep theirs; see _keeps_columns)
+    flat_keep_unstrided_columns = False
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
@@ -291,6 +294,24 @@ class ConvolutionPaths:
         size = self.flat_kept_chunk_bytes if keep else self.flat_chunk_bytes
         return max(1, min(x_shape[0], size // max(1, per_image)))
 
+    def _keeps_columns(self, geo: _FlatGeometry) -> bool:
+        """Whether a training forward keeps this convolution's columns for its backward pass.
+
+        Kept columns are built in 64 MiB chunks and written to memory; the product then reads them
+        back from memory, and so does the backward pass. Built again by the backward pass, in
+        cache-sized chunks, they cost one more copy per offset but no trip through memory. For a
+        stride-1 convolution that pays: ResNet-8 at batch 128, per step, in one process with the
+        two ways alternated (10 rounds), forward + backward, kept -> built again: 16 -> 16 channels
+        at 32x32 (two convs) 94.4 -> 79.9 ms, 32 -> 32 at 16x16 32.4 -> 30.4, 64 -> 64 at 8x8 24.1
+        -> 24.8, the first conv 10.2 -> 9.9. A strided convolution's columns are built from row
+        phases (or gathered), which the backward pass would pay again: 16 -> 32 and 32 -> 64
+        channels 20.7 -> 23.3 and 15.0 -> 20.1 ms, so they stay kept. Training memory falls too:
+        the kept columns were ResNet-8's largest arrays (cpu-unkept-columns-2026-11-24.md). With
+        the threads on, nothing is kept (cpu_threads says why)."""
+        if not cpu_threads.keeps_columns():
+            return False
+        return self.flat_keep_unstrided_columns or tuple(geo.stride) != (1, 1)
+
     def _cnhw_columns(self, x, kh, kw, geo: _FlatGeometry, keep=False, reuse=False):
         """Yields (start, stop, cols), cols: (C*KH*KW, m*GH*GW), one chunk at a time (see
         _lazily_kept); reused from a training forward when kept."""
@@ -365,8 +386,7 @@ class ConvolutionPaths:
         geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
         w_mat = w.reshape(groups, k // groups, cg * kh * kw)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
-        # with the threads on, the backward pass builds the columns again (cpu_threads says why)
-        keep_for_backward = keep_for_backward and cpu_threads.keeps_columns()
+        keep_for_backward = keep_for_backward and self._keeps_columns(geo)
         for start, stop, cols in self._cnhw_columns(x, kh, kw, geo, keep=keep_for_backward):
             part = self._scratch.take((k, cols.shape[1]), x.dtype)
             _filter_product(w_mat, cols.reshape(groups, cg * kh * kw, -1), part.reshape(groups, k // groups, -1))
