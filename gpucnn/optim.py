@@ -156,10 +156,14 @@ class Adam(Optimizer):
         step_size, inv_bias2_sqrt = adam_step_factors(self.lr, self.beta1, self.beta2, self.step_count)
         return [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, step_size, inv_bias2_sqrt]
 
+    @staticmethod
+    def _arrays(params: list[Parameter]) -> tuple[list, list, list, list]:
+        """The parameters', gradients', first and second moments' arrays, in parameter order."""
+        return ([p.data for p in params], [p.grad.data for p in params], [p.state["m"] for p in params],
+                [p.state["v"] for p in params])
+
     def _update_from_table(self, backend: Any, params: list[Parameter], hyper: Any, step: Any) -> None:
-        backend.adam_update_many_stepped([p.data for p in params], [p.grad.data for p in params],
-                                         [p.state["m"] for p in params], [p.state["v"] for p in params], hyper, step,
-                                         self.decoupled)
+        backend.adam_update_many_stepped(*self._arrays(params), hyper, step, self.decoupled)
 
     def _update(self, backend: Any, params: list[Parameter]) -> None:
         self._ensure_state(backend, params)
@@ -168,8 +172,7 @@ class Adam(Optimizer):
             p = params[0]
             backend.adam_update(p.data, p.grad.data, p.state["m"], p.state["v"], *hyper)
         else:
-            backend.adam_update_many([p.data for p in params], [p.grad.data for p in params],
-                                     [p.state["m"] for p in params], [p.state["v"] for p in params], *hyper)
+            backend.adam_update_many(*self._arrays(params), *hyper)
 
 
 class AdamW(Adam):
