@@ -390,7 +390,8 @@ class SimDevice(CaptureGuard):
         self._run(*recorded)
 
     def _run(self, kernel: str, function: Any, lib: ctypes.CDLL, launch: Launch, pointers: Any,
-             keep_alive: list[Any]) -> None:
+             _keep_alive: list[Any]) -> None:
+        # _keep_alive is not read: it is in the recorded launch only to hold the arguments' memory
         self.launch_counts[kernel] = self.launch_counts.get(kernel, 0) + 1
         with self._launch_lock:
             status = function(ctypes.byref(launch), pointers)
