@@ -151,7 +151,8 @@ class ConvolutionPaths:
     flat_chunk_bytes = 4 << 20
     #: ... and when a training forward keeps the columns for its backward pass, which reads them
     #: from memory whatever their size: ResNet-8 training with 4 or 8 MiB measured anywhere from
-    #: 0.78x (batch 256) to 1.24x (batch 128) of 64 MiB from one run to the next
+    #: 0.78x (batch 256) to 1.24x (batch 128) of 64 MiB from one run to the next (measured when
+    #: every convolution kept its columns; now only strided ones do, see _keeps_columns)
     flat_kept_chunk_bytes = 64 << 20
     #: stride-1 convolutions take the "shift" path when its padded grid is at most this many times
     #: the output ...
