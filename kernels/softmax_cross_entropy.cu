@@ -7,8 +7,9 @@
 //   row_loss[r] = (1 - eps) * (-log p[label]) + (eps / C) * sum_c (-log p[c]),
 //   -log p[c] = log(sum exp(z - max)) - (z[c] - max);
 //   grad = (softmax - (1 - eps) * onehot - eps / C) * inv_n.
+// The gradient loop serves both (with eps == 0 its targets are exactly 1 and 0); the loss of
 // eps == 0 takes its own branch (no extra sum, no multiplications by 0 that an infinite logit
-// would turn into NaN): row_loss = -log p[label], grad = (softmax - onehot) * inv_n.
+// would turn into NaN): row_loss = -log p[label].
 #include "common.cuh"
 
 extern "C" __global__ void softmax_cross_entropy(const real* __restrict__ logits, const int* __restrict__ labels,
@@ -28,24 +29,20 @@ extern "C" __global__ void softmax_cross_entropy(const real* __restrict__ logits
     total = warp_sum(total);
     const real log_total = real_log(total);
     const int label = labels[row];
-    const real nll = log_total - (z[label] - m);
-    if (smoothing == (real)0) {
-        for (index_t k = lane; k < classes; k += 32) {
-            real p = real_exp(z[k] - m) / total;
-            g[k] = (p - (k == label ? (real)1 : (real)0)) * inv_n;
-        }
-        if (lane == 0) row_loss[row] = nll;
-        return;
-    }
     const real off = smoothing / (real)classes;  // every class's share of the smoothed target
-    const real on = ((real)1 - smoothing) + off;  // the label's
-    real shifted = 0;
-    for (index_t k = lane; k < classes; k += 32) shifted += z[k] - m;
-    shifted = warp_sum(shifted);
+    const real on = ((real)1 - smoothing) + off;  // the label's; exactly 1 and 0 when smoothing is 0
     for (index_t k = lane; k < classes; k += 32) {
         real p = real_exp(z[k] - m) / total;
         g[k] = (p - (k == label ? on : off)) * inv_n;
     }
+    const real nll = log_total - (z[label] - m);
+    if (smoothing == (real)0) {
+        if (lane == 0) row_loss[row] = nll;
+        return;
+    }
+    real shifted = 0;
+    for (index_t k = lane; k < classes; k += 32) shifted += z[k] - m;
+    shifted = warp_sum(shifted);
     // sum_c -log p[c] = C * log_total - sum_c (z[c] - m); its mean is log_total - shifted / C
     if (lane == 0) row_loss[row] = ((real)1 - smoothing) * nll + smoothing * (log_total - shifted / (real)classes);
 }
