@@ -99,6 +99,10 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
     # parameters no backward reached too
     finish_sync = getattr(model, "finish_gradient_sync", None)
     checked = None
+
+    def loss_sum() -> float:
+        return float(backend.to_numpy(total))
+
     for x, y in batches:
         optimizer.zero_grad()
         logits = model(x)
@@ -115,14 +119,8 @@ def train_epoch(model: Module, optimizer: Optimizer, batches: BatchIterator, bar
         total += loss.data.astype(np.float64) * len(y)  # what float(loss) * len(y) would add, on the device
         seen += len(y)
         steps += 1
-        if bar is not None:
-            bar.update(1)
-            if steps % refresh_every == 0:
-                _show(bar, float(backend.to_numpy(total)), seen, started)
-    backend.synchronize()
-    total = float(backend.to_numpy(total))
-    if bar is not None:
-        _show(bar, total, seen, started)
+        _step_done(bar, steps, refresh_every, loss_sum, seen, started)
+    total = _epoch_done(backend, bar, loss_sum, seen, started)
     if distributed.world_size() > 1:  # the figures of the global batches: all images of all ranks
         total, seen = distributed.all_reduce(total), distributed.all_reduce(seen)
     return total / seen, seen / (time.perf_counter() - started)
@@ -137,15 +135,28 @@ def train_epoch_graphed(step: GraphedStep, rng: np.random.Generator, bar: Any = 
     step.begin_epoch(rng, schedule)
     for done in range(1, step.steps + 1):
         step.step()
-        if bar is not None:
-            bar.update(1)
-            if done % refresh_every == 0:
-                _show(bar, step.loss_sum(), step.images_done, started)
-    step.backend.synchronize()
-    total = step.loss_sum()
-    if bar is not None:
-        _show(bar, total, step.count, started)
+        _step_done(bar, done, refresh_every, step.loss_sum, step.images_done, started)
+    total = _epoch_done(step.backend, bar, step.loss_sum, step.count, started)
     return total / step.count, step.count / (time.perf_counter() - started)
+
+
+def _step_done(bar: Any, done: int, refresh_every: int, loss_sum: Callable[[], float], seen: int,
+               started: float) -> None:
+    """The progress bar after step ``done``: a tick, and every ``refresh_every`` steps the running
+    loss, which ``loss_sum`` reads back from the device (the only wait for it during an epoch)."""
+    if bar is not None:
+        bar.update(1)
+        if done % refresh_every == 0:
+            _show(bar, loss_sum(), seen, started)
+
+
+def _epoch_done(backend: Any, bar: Any, loss_sum: Callable[[], float], seen: int, started: float) -> float:
+    """The epoch's loss sum, read once the device has finished, and the progress bar's last figures."""
+    backend.synchronize()
+    total = loss_sum()
+    if bar is not None:
+        _show(bar, total, seen, started)
+    return total
 
 
 def _show(bar: Any, total: float, seen: int, started: float) -> None:
