@@ -246,6 +246,16 @@ def section_kernels(cfg: Config) -> str:
     return f"`python benchmarks/bench_kernels.py` ({seconds:.0f} s):\n\n{body}\n"
 
 
+def _recipe_training(cfg: Config, seed: int, total_steps: int) -> tuple[Any, Any, Any]:
+    """LeNet-5 on cfg.backend, the recipe's SGD (Nesterov) over it and its OneCycleLR over total_steps."""
+    recipe = cfg.recipe
+    with gpucnn.use_backend(cfg.backend):
+        model = gpucnn.LeNet5(rng=np.random.default_rng(seed))
+    opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
+    schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total_steps, pct_start=recipe.pct_start)
+    return model, opt, schedule
+
+
 def _gpucnn_run(cfg: Config, name: str, options: dict[str, Any]) -> Run:
     """The recipe through ``Trainer`` on cfg.backend, epoch by epoch, stopping at the target."""
     data, recipe = cfg.data, cfg.recipe
@@ -253,14 +263,9 @@ def _gpucnn_run(cfg: Config, name: str, options: dict[str, Any]) -> Run:
 
     def make(epochs: int, images: int) -> tuple[Trainer, Any]:
         gpucnn.manual_seed(recipe.seed)
-        with gpucnn.use_backend(cfg.backend):
-            model = gpucnn.LeNet5(rng=np.random.default_rng(recipe.seed))
-        opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                        nesterov=True)
         # per step, over the run's steps, as train_mnist.py --speedrun counts them (graph mode runs the last
         # partial batch eagerly, so it has as many steps)
-        schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=epochs * math.ceil(images / recipe.batch_size),
-                                    pct_start=recipe.pct_start)
+        model, opt, schedule = _recipe_training(cfg, recipe.seed, epochs * math.ceil(images / recipe.batch_size))
         trainer = Trainer(model, opt, schedule, batch_size=recipe.batch_size, seed=recipe.seed,
                           max_shift=recipe.shift, progress=False, prepare=normalize, log=lambda line: None,
                           label_smoothing=recipe.label_smoothing, **options)
@@ -582,10 +587,7 @@ def step_counts(cfg: Config, steps: int) -> dict[str, float]:
 
     recipe = cfg.recipe
     images, labels = _counting_data(cfg, (steps + 1) * recipe.batch_size)
-    with gpucnn.use_backend(cfg.backend):
-        model = gpucnn.LeNet5(rng=np.random.default_rng(0))
-    opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
-    schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps + 1, pct_start=recipe.pct_start)
+    model, opt, schedule = _recipe_training(cfg, 0, steps + 1)
     trainer = Trainer(model, opt, schedule, batch_size=recipe.batch_size, max_shift=recipe.shift, progress=False,
                       prepare=normalize, log=lambda line: None, label_smoothing=recipe.label_smoothing)
     original, training.BatchIterator = training.BatchIterator, Counting
@@ -605,12 +607,9 @@ def graph_step_counts(cfg: Config, replays: int) -> dict[str, float]:
     backend = gpucnn.get_backend(cfg.backend)
     recipe = cfg.recipe
     images, labels = _counting_data(cfg, (replays + 2) * recipe.batch_size)  # warm-up, capture, replays
-    with gpucnn.use_backend(cfg.backend):
-        model = gpucnn.LeNet5(rng=np.random.default_rng(0))
-    opt = optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
+    model, opt, schedule = _recipe_training(cfg, 0, replays + 2)
     step = GraphedStep(model, opt, normalize(images), labels, recipe.batch_size, max_shift=recipe.shift,
                        label_smoothing=recipe.label_smoothing)
-    schedule = optim.OneCycleLR(opt, max_lr=recipe.lr, total_steps=step.steps, pct_start=recipe.pct_start)
     step.begin_epoch(np.random.default_rng(0), schedule)
     step.step()  # eager: compiles, fills the graph's pool, creates the optimizer state
     before = _counters(backend)
