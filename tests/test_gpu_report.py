@@ -1,5 +1,6 @@
-"""benchmarks/gpu_report.py --dry-run: the report's plumbing on cuda-sim, end to end, in a subprocess; and the
-hand-written SGD step of its PyTorch CUDA-graph run against torch.optim.SGD + OneCycleLR."""
+"""benchmarks/gpu_report.py --dry-run: the report's plumbing on cuda-sim, end to end, in a subprocess, and a
+report built over several calls; and the hand-written SGD step of its PyTorch CUDA-graph run
+(benchmarks/speedrun_runs.py) against torch.optim.SGD + OneCycleLR."""
 
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def test_graph_step_sgd_matches_torch_sgd_with_one_cycle():
     """TableSGD (the update inside the PyTorch CUDA-graph step: lr and momentum read from device tables at
     a device counter) gives the weights of torch.optim.SGD(nesterov) stepped with torch's OneCycleLR."""
     torch = pytest.importorskip("torch")
-    report = _report_module()
+    _report_module()
+    runs = sys.modules["speedrun_runs"]  # loaded by gpu_report
     steps, max_lr, pct_start, weight_decay = 8, 0.1, 0.25, 5e-4  # the peak on step 1 (pct_start * 8 - 1)
 
     def model():
@@ -135,10 +137,10 @@ def test_graph_step_sgd_matches_torch_sgd_with_one_cycle():
     reference, ours = model(), model()
     opt = torch.optim.SGD(reference.parameters(), lr=max_lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=pct_start)
-    lrs, momentums = report.one_cycle_table(torch, max_lr, steps, pct_start)
+    lrs, momentums = runs.one_cycle_table(torch, max_lr, steps, pct_start)
     assert lrs[0] == pytest.approx(max_lr / 25) and momentums[0] == pytest.approx(0.95)
     assert max(lrs) == pytest.approx(max_lr) and min(momentums) == pytest.approx(0.85)
-    table_sgd = report.TableSGD(torch, list(ours.parameters()), lrs, momentums, weight_decay)
+    table_sgd = runs.TableSGD(torch, list(ours.parameters()), lrs, momentums, weight_decay)
 
     def reference_step():
         opt.step()
@@ -155,3 +157,51 @@ def test_graph_step_sgd_matches_torch_sgd_with_one_cycle():
         np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-5, atol=1e-7)
     moved = [not torch.equal(a, b) for a, b in zip(model().parameters(), ours.parameters())]
     assert all(moved)
+
+
+def test_report_sections_round_trip():
+    """render_report -> report_sections gives the bodies back; sections no call ran say how to run them."""
+    report = _report_module()
+    info = {"device": "a GPU", "commit": "abc"}
+    bodies = {"Test suite": "| passed |\n|---|\n| 3 |\n\n_section took 1.0 s, commit abc_\n",
+              "Launches and syncs per step": "some numbers\n"}
+    text = report.render_report("a GPU, 2026-11-24", info, bodies)
+    parsed = report.report_sections(text)
+    assert list(parsed) == SECTIONS
+    for heading, body in bodies.items():
+        assert parsed[heading] == body
+    assert parsed["Training: gpucnn eager"].startswith(
+        "not run yet: `python benchmarks/gpu_report.py --sections gpucnn-eager`")
+    assert report.report_sections(report.render_report("a GPU, 2026-11-24", info, parsed)) == parsed
+
+
+def test_unknown_section_is_refused():
+    report = _report_module()
+    with pytest.raises(SystemExit, match="--sections takes a comma-separated list from tests, kernels"):
+        report.main(["--dry-run", "--sections", "tests,speed"])
+
+
+@pytest.mark.skipif(_sim_reason() is not None, reason=_sim_reason() or "")
+def test_later_call_keeps_the_sections_it_does_not_run(tmp_path):
+    """A report built over two calls (a device call has a time limit): the second call's section replaces its
+    own, the first call's stays, and the file is whole after each section."""
+    report = _report_module()
+    data = mnist_dir()
+    common = ["--dry-run", "--out", str(tmp_path), "--commit", "0123456789abcdef"] + (
+        ["--data-dir", str(data)] if data is not None else [])
+    assert report.main([*common, "--sections", "launches"]) == 0
+    (path,) = tmp_path.glob("dryrun-cuda-sim-*.md")
+    first = report.report_sections(path.read_text())
+    assert "| cuda-sim | eager |" in first["Launches and syncs per step"]
+    assert "commit 0123456789ab_" in first["Launches and syncs per step"]
+    assert first["Test suite"].startswith("not run yet")
+    path.write_text(path.read_text().replace("| cuda-sim | eager |", "| cuda-sim | eager (first call) |"))
+
+    assert report.main([*common, "--sections", "speedrun,launches"]) == 0
+    text = path.read_text()
+    second = report.report_sections(text)
+    assert "(first call)" not in second["Launches and syncs per step"]  # run again: replaced
+    assert not second["Speed-run recipe"].startswith("not run yet")
+    assert second["Test suite"].startswith("not run yet")
+    assert "| commit | 0123456789abcdef (given by --commit) |" in text
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left behind
