@@ -167,6 +167,45 @@ def test_cnhw_paths_agree_with_im2col_path(rng):
         np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-4)
 
 
+# N, C, H, W, K, (KH, KW), stride, padding, dilation, groups: the batch-innermost im2col path
+BLOCKED_CASES = [
+    (3, 4, 9, 9, 6, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    (2, 4, 11, 10, 6, (3, 2), (2, 3), (1, 0, 2, 1), (2, 1), 2),
+    (2, 3, 10, 9, 4, (2, 3), (3, 2), (1, 1, 0, 1), (1, 2), 1),
+]
+
+
+@pytest.mark.parametrize("case", BLOCKED_CASES, ids=lambda c: f"s{c[6][0]}{c[6][1]}d{c[8][0]}{c[8][1]}g{c[9]}")
+def test_input_gradient_in_blocks_is_bitwise_the_whole_product(case, rng):
+    """_col2im_products forms the input gradient a kernel row and a block of output rows at a time when
+    the products are large; each input pixel gets its terms in the same order, so dx is bitwise the same
+    (the plain convolution and the fused conv + ReLU + max-pool op)."""
+    n, c, h, w, k, ks, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    args = (stride, padding, dilation, groups)
+    oh, ow = NumpyBackend().conv2d_forward(x, wt, None, *args).shape[2:]
+    dy = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
+    pool = ((2, 2), (2, 2), (0, 0))
+    dy_pooled = rng.standard_normal((n, k, oh // 2, ow // 2)).astype(np.float32)
+    row_bytes = c * ks[1] * ow * n * 4  # one kernel row's products for one output row
+    results = []
+    for block_bytes in (1 << 30, 1, 3 * row_bytes - 1):  # whole; one output row a block; two rows a block
+        backend = NumpyBackend()
+        backend.flat_conv = False
+        backend.col2im_block_bytes = block_bytes
+        backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True)
+        plain = backend.conv2d_backward(dy, x, wt, *args)
+        _, state = backend.conv2d_relu_maxpool2d_forward(x, wt, b, *args, *pool, False, keep_for_backward=True)
+        fused = backend.conv2d_relu_maxpool2d_backward(dy_pooled, state, x, wt, *args, *pool[:2], pool[2])
+        results.append((*plain, *fused))
+    for blocked in results[1:]:
+        for whole, part in zip(results[0], blocked, strict=True):
+            assert np.array_equal(whole, part)
+    np.testing.assert_allclose(results[0][0], ref.conv2d_backward(dy, x, wt, *args)[0], **SUM_TOL)
+
+
 def test_lenet5_does_not_take_the_new_paths():
     """LeNet-5 runs its convolutions as the fused conv + ReLU + max-pool op: five SGD steps give the
     same weights bit for bit whether or not the (C, N, H, W) paths are enabled."""
