@@ -1,5 +1,5 @@
 """The numpy backend's paths for wider networks (ResNet): convolutions on (C, N, H, W) images
-("shift", "gather", "pointwise" in numpy_conv.py) and BatchNorm in few passes.
+("shift", "gather", "pointwise" in numpy_conv_cnhw.py) and BatchNorm in few passes.
 
 Tolerances, and why they are what they are:
 - Convolutions against the float64 loops in reference.py: rtol 1e-4 / atol 1e-5, the same as
@@ -95,11 +95,12 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rn
 def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     """Each chunk's product runs right after its im2col matrix is built, while it is in cache, and
     columns kept by a training forward are used, once, by its backward pass."""
-    from gpucnn.backends import numpy_conv
+    from gpucnn.backends import numpy_conv, numpy_conv_cnhw
 
     events = []
     product = numpy_conv._filter_product
-    monkeypatch.setattr(numpy_conv, "_filter_product", lambda *a: events.append("product") or product(*a))
+    for module in (numpy_conv, numpy_conv_cnhw):
+        monkeypatch.setattr(module, "_filter_product", lambda *a: events.append("product") or product(*a))
     backend = NumpyBackend()
     backend.flat_conv = flat
     backend.flat_chunk_bytes = backend.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images

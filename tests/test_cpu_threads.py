@@ -50,6 +50,7 @@ def _count_pairs(monkeypatch) -> list[int]:
 
 
 # N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_conv.py
+# and numpy_conv_cnhw.py
 CONV_CASES = [
     (5, 4, 16, 16, 6, 3, 1, (1, 1, 1, 1), True),    # shift (at 10x10 its padded grid would be too wasteful)
     (4, 3, 32, 32, 5, 3, 2, (1, 1, 1, 1), True),    # shift on two row phases (ResNet's first strided 3x3)

@@ -3,8 +3,8 @@
 No Python loop runs over pixels or single images: the loops are over kernel offsets (at most
 KH*KW iterations, each a whole-tensor strided operation) and, in convolutions, over chunks of
 images (numpy_conv.py). These are also the references the CUDA kernels are tested against (see
-each ``kernels/*.cu``). Convolutions live in numpy_conv.py, the window views that pooling shares
-with the fused conv + ReLU + max-pool op in numpy_windows.py.
+each ``kernels/*.cu``). Convolutions live in numpy_conv.py and numpy_conv_cnhw.py, the window views
+that pooling shares with the fused conv + ReLU + max-pool op in numpy_windows.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from .base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
 from .cpu_threads import BatchHalves
 from .numpy_conv import ConvolutionPaths
+from .numpy_conv_cnhw import CnhwConvolutions
 from .numpy_windows import (
     _avg_divisor,
     _pad,
@@ -121,7 +122,7 @@ def _dropout_mask_for_key(shape: tuple[int, ...], p: float, key: int) -> np.ndar
     return keep.astype(np.uint8).reshape(shape)
 
 
-class NumpyBackend(BatchHalves, ConvolutionPaths, Backend):
+class NumpyBackend(BatchHalves, ConvolutionPaths, CnhwConvolutions, Backend):
     name = "numpy"
     xp = np
     array_type = np.ndarray
