@@ -457,8 +457,10 @@ NOT_RUN = "not run yet"
 
 
 def report_sections(text: str) -> dict[str, str]:
-    """A report's section bodies by heading: what an earlier call wrote into the same file."""
-    found = re.findall(r"^## (.+?)\n\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    """A report's section bodies by heading: what an earlier call wrote into the same file. Only the
+    report's own headings start a section, so a "## " line inside a body (a test log) stays in it."""
+    headings = "|".join(re.escape(heading) for _, heading, _ in SECTIONS)
+    found = re.findall(rf"^## ({headings})\n\n(.*?)(?=^## (?:{headings})\n|\Z)", text, re.M | re.S)
     return {heading: body.rstrip() + "\n" for heading, body in found}
 
 

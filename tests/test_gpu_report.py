@@ -163,7 +163,7 @@ def test_report_sections_round_trip():
     """render_report -> report_sections gives the bodies back; sections no call ran say how to run them."""
     report = _report_module()
     info = {"device": "a GPU", "commit": "abc"}
-    bodies = {"Test suite": "| passed |\n|---|\n| 3 |\n\n_section took 1.0 s, commit abc_\n",
+    bodies = {"Test suite": "| passed |\n|---|\n| 3 |\n\n```\n## a log line\n```\n\n_section took 1.0 s, commit abc_\n",
               "Launches and syncs per step": "some numbers\n"}
     text = report.render_report("a GPU, 2026-11-24", info, bodies)
     parsed = report.report_sections(text)
