@@ -53,6 +53,7 @@ import gpucnn  # noqa: E402
 from gpucnn import optim, training  # noqa: E402
 from gpucnn.cuda_graph import GraphedStep  # noqa: E402
 from gpucnn.datasets import MNIST, DatasetNotFoundError, load_mnist, normalize  # noqa: E402
+from gpucnn.serialization import write_atomically  # noqa: E402
 from gpucnn.training import Trainer  # noqa: E402
 
 NOT_AVAILABLE = "not available in this version"
@@ -207,12 +208,13 @@ def section_tests(cfg: Config) -> str:
         files = ["tests"]
         env = {"GPUCNN_BACKEND": "cuda"}
         what = "the whole suite"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    workers: list[str] = []
     if cfg.test_workers > 0:
         if importlib.util.find_spec("xdist") is None:
             what += f" in one process (--test-workers {cfg.test_workers}: pytest-xdist is not installed)"
         else:
-            command[4:4] = ["-n", str(cfg.test_workers)]
+            workers = ["-n", str(cfg.test_workers)]
+    command = [sys.executable, "-m", "pytest", "-q", *workers, "-p", "no:cacheprovider", *files]
     rc, out, seconds = _run(command, cfg.timeout, env)
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", out)}
     passed, failed = counts.get("passed", 0), counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
@@ -474,13 +476,6 @@ def render_report(title: str, info: dict[str, str], bodies: dict[str, str]) -> s
     return "\n".join(parts)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (or a call killed at its time limit) sees the old file or the new one, never half of one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def _chosen_sections(value: str | None) -> list[str]:
     keys = [key for key, _, _ in SECTIONS]
     if value is None:
@@ -560,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one failing section must not lose the others
             body = f"failed: {type(exc).__name__}: {exc}\n"
         bodies[heading] = f"{body.rstrip()}\n\n_section took {time.perf_counter() - started:.1f} s, commit {commit}_\n"
-        _write_atomically(path, render_report(f"{title}, {today.isoformat()}", info, bodies))  # after each section
+        # after each section, whole (temporary file, then rename): a call killed at its time limit keeps what finished
+        report = render_report(f"{title}, {today.isoformat()}", info, bodies).encode()
+        write_atomically(path, lambda f, report=report: f.write(report))
     print(f"wrote {path}")
     return 0
 
