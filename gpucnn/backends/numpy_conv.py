@@ -229,23 +229,24 @@ class ConvolutionPaths:
         oh, ow = out_hw
         c, m = dx_last.shape[0], dx_last.shape[3]
         row_bytes = c * kw * ow * m * dx_last.itemsize  # one kernel row's products for one output row
-        block = oh if row_bytes * oh <= self.col2im_block_bytes else max(1, self.col2im_block_bytes // row_bytes)
-        if block >= oh:  # small: one product for all kernel offsets
+        if row_bytes * oh <= self.col2im_block_bytes:  # small: one product for all kernel offsets
             dcols = self._scratch.take((c * kh * kw, oh * ow * m), w.dtype)
             w_t = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
             np.matmul(w_t, dy_last, out=dcols.reshape(groups, cg * kh * kw, -1))
             self._add_windows(dx_last, dcols.reshape(c, kh, kw, oh, ow, m), range(kh), 0, stride, dilation)
             self._scratch.give(dcols)
             return
+        block = max(1, self.col2im_block_bytes // row_bytes)  # output rows per product
         dy_rows = dy_last.reshape(groups, k // groups, oh, ow * m)
         dcols = self._scratch.take((c * kw, block * ow * m), w.dtype)
         for i in range(kh):
-            # kernel row i's filters: (G, C/G*KW, K/G)
+            # kernel row i's filters, transposed: (G, C/G*KW, K/G)
             w_i = w.reshape(groups, k // groups, cg, kh, kw)[:, :, :, i].reshape(groups, k // groups, cg * kw)
+            w_i_t = w_i.transpose(0, 2, 1)
             for first in range(0, oh, block):
                 rows = min(block, oh - first)
                 part = dcols[:, :rows * ow * m]
-                np.matmul(w_i.transpose(0, 2, 1), dy_rows[:, :, first:first + rows].reshape(groups, k // groups, -1),
+                np.matmul(w_i_t, dy_rows[:, :, first:first + rows].reshape(groups, k // groups, -1),
                           out=part.reshape(groups, cg * kw, -1))
                 self._add_windows(dx_last, part.reshape(c, 1, kw, rows, ow, m), (i,), first, stride, dilation)
         self._scratch.give(dcols)
