@@ -24,9 +24,10 @@ and each framework's peak resident memory (MiB, median over rounds). glibc's all
 ``--gpucnn-threads`` also times gpucnn with the NumPy backend's opt-in two-thread halves in every round
 (``GPUCNN_CPU_THREADS=2``; needs threadpoolctl), as three more columns.
 
-``--baseline DIR`` also runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker for LeNet-5 (its code,
-its API: the worker of commits before this file took no --model) in every round, so a change is
-compared with the code before it in one run.
+``--baseline DIR`` also runs DIR's own ``benchmarks/bench_cpu.py`` gpucnn worker (its code) for every
+case in every round, so a change is compared with the code before it in one run. A checkout from
+before the model axis has a worker that takes no --model and times LeNet-5 only: then only LeNet-5
+gets a baseline.
 
 PyTorch is needed only here: pip install torch==2.13.0 (the CPU build).
 """
@@ -228,25 +229,36 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
 THREADS_ENV = {"GPUCNN_CPU_THREADS": "2"}
 
 
-def run_worker(framework: str, model: str, case: str, args: argparse.Namespace) -> tuple[float, float]:
-    """(median ms, peak resident MiB) of one case in a fresh process."""
+def run_worker(framework: str, model: str, case: str, args: argparse.Namespace) -> tuple[float, float] | None:
+    """(median ms, peak resident MiB) of one case in a fresh process; None where a baseline checkout's
+    worker cannot run the case (one from before the model axis, for a model other than LeNet-5)."""
     env = _environment(args)
+    script = __file__
     if framework == "gpucnn-threads":
         env.update(THREADS_ENV)
         framework = "gpucnn"
-    command = [sys.executable, __file__, "--worker", framework, "--model", model, "--case", case, "--steps",
+    elif framework == "baseline":
+        script = str(Path(args.baseline) / "benchmarks" / "bench_cpu.py")
+        framework = "gpucnn"
+    command = [sys.executable, script, "--worker", framework, "--model", model, "--case", case, "--steps",
                str(args.steps), "--threads", str(args.threads)]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0 and script != __file__ and "unrecognized arguments" in out.stderr:
+        return _run_pre_model_axis_baseline(script, model, case, args, env)
+    out.check_returncode()
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["ms"], result["peak_mib"]
 
 
-def run_baseline(args: argparse.Namespace) -> dict[str, float]:
-    """The baseline checkout's LeNet-5 cases, from its own worker (the pre-model-axis command line)."""
-    script = str(Path(args.baseline) / "benchmarks" / "bench_cpu.py")
+def _run_pre_model_axis_baseline(script: str, model: str, case: str, args: argparse.Namespace,
+                                 env: dict[str, str]) -> tuple[float, float] | None:
+    """A baseline worker from before the model axis: no --model or --case, every LeNet-5 case timed in one
+    call and returned as {case: ms}, no peak memory."""
+    if model != "lenet5":
+        return None
     command = [sys.executable, script, "--worker", "gpucnn", "--steps", str(args.steps), "--threads", str(args.threads)]
-    out = subprocess.run(command, capture_output=True, text=True, env=_environment(args), check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])[case], float("nan")
 
 
 def main() -> int:
@@ -257,7 +269,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-malloc-env", action="store_true", help="leave glibc's allocator at its defaults")
     parser.add_argument("--out", default=None, help="also write the table as markdown here")
-    parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time (LeNet-5) in the same rounds")
+    parser.add_argument("--baseline", default=None, help="another gpucnn checkout to time in the same rounds")
     parser.add_argument("--gpucnn-threads", action="store_true",
                         help="also time gpucnn with " + _env_words(THREADS_ENV))
     parser.add_argument("--worker", choices=["gpucnn", "torch"], help=argparse.SUPPRESS)
@@ -278,16 +290,16 @@ def main() -> int:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     times: dict[tuple[str, str, str], list[float]] = {}
     peaks: dict[tuple[str, str, str], list[float]] = {}
+    frameworks = (("gpucnn", "torch") + (("gpucnn-threads",) if args.gpucnn_threads else ())
+                  + (("baseline",) if args.baseline else ()))
     for i in range(args.processes):
         for model in models:
             for case in cases(model):
-                for framework in ("gpucnn", "torch") + (("gpucnn-threads",) if args.gpucnn_threads else ()):
-                    ms, peak = run_worker(framework, model, case, args)
-                    times.setdefault((framework, model, case), []).append(ms)
-                    peaks.setdefault((framework, model, case), []).append(peak)
-        if args.baseline:
-            for case, ms in run_baseline(args).items():
-                times.setdefault(("baseline", "lenet5", case), []).append(ms)
+                for framework in frameworks:
+                    result = run_worker(framework, model, case, args)
+                    if result is not None:
+                        times.setdefault((framework, model, case), []).append(result[0])
+                        peaks.setdefault((framework, model, case), []).append(result[1])
         print(f"process round {i + 1}/{args.processes} done", file=sys.stderr)
     table = _table(args, models, times, peaks)
     print(table)
