@@ -15,10 +15,10 @@ the room is small against what those passes over memory cost here, only convolut
 fuse the column copies into the product (PyTorch's oneDNN) get there.
 
     python benchmarks/gemm_floor.py [--models lenet5,mnist-net,resnet8] [--batches 64,128,256]
-                                    [--rounds 5] [--out FILE.md]
+                                    [--rounds 5] [--threads 2] [--chunk-mib 4] [--out FILE.md]
 
-PyTorch is needed (pip install torch==2.13.0, the CPU build); BLAS and PyTorch keep their default
-thread counts (every core), as in bench_cpu.py.
+PyTorch is needed (pip install torch==2.13.0, the CPU build). BLAS and PyTorch run on ``--threads``
+threads, 2 by default, as in bench_cpu.py.
 """
 
 from __future__ import annotations
