@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +94,14 @@ def mnist_path() -> Path:
         pytest.skip("MNIST not found where load_mnist() looks (see gpucnn.datasets.search_paths) nor in "
                     "../shared/data: run examples/train_mnist.py once to download it, or set GPUCNN_DATA_DIR")
     return path
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py imported once, as the module ``name`` (registered in sys.modules, where its
+    dataclasses and named tuples look their module up)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -3,24 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
 import gpucnn
 
-from conftest import REPO
+from conftest import benchmark_module
 
 
 def _floor_module():
-    if "gemm_floor" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gemm_floor", REPO / "benchmarks" / "gemm_floor.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gemm_floor"] = module  # its NamedTuple looks its module up there
-        spec.loader.exec_module(module)
-    return sys.modules["gemm_floor"]
+    return benchmark_module("gemm_floor")
 
 
 def _lenet_step(batch: int):

@@ -4,7 +4,6 @@ report built over several calls; and the hand-written SGD step of its PyTorch CU
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, _sim_reason, mnist_dir
+from conftest import REPO, _sim_reason, benchmark_module, mnist_dir
 
 SECTIONS = ["Test suite", "Kernel benchmarks (bench_kernels.py)", "Training: gpucnn eager",
             "Training: gpucnn CUDA graphs", "Training: PyTorch eager", "Training: PyTorch CUDA graphs",
@@ -22,12 +21,7 @@ ROW = r"^\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$"
 
 
 def _report_module():
-    if "gpu_report" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_report", REPO / "benchmarks" / "gpu_report.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_report"] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_report"]
+    return benchmark_module("gpu_report")
 
 
 def _torch_importable() -> bool:
