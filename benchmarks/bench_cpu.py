@@ -101,6 +101,16 @@ def gpucnn_model(name: str):
     return gpucnn.ResNet(depth=8, width=16, in_channels=3)
 
 
+def gpucnn_optimizer(model_name: str, params):
+    """The model's optimizer in these benchmarks: Adam for the mnist net (as PyTorch's example), else SGD
+    with momentum."""
+    import gpucnn
+
+    if MODELS[model_name][3] == "adam":
+        return gpucnn.optim.Adam(params, lr=1e-3)
+    return gpucnn.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
 def worker_gpucnn(model_name: str, case: str, steps: int) -> float:
     import numpy as np
 
@@ -121,9 +131,7 @@ def worker_gpucnn(model_name: str, case: str, steps: int) -> float:
                 model(x)
 
         return median_ms(infer, _steps(model_name, steps, case), warmup=2)
-    params = model.parameters()
-    opt = gpucnn.optim.Adam(params, lr=1e-3) if MODELS[model_name][3] == "adam" else \
-        gpucnn.optim.SGD(params, lr=0.01, momentum=0.9)
+    opt = gpucnn_optimizer(model_name, model.parameters())
     loss_fn = gpucnn.CrossEntropyLoss()
     y = rng.integers(0, 10, batch)
 

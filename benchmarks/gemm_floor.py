@@ -158,9 +158,7 @@ def recorded_for(name: str, batch: int) -> list[list[Product]]:
     x = rng.standard_normal((batch, *bench_cpu.MODELS[name][0])).astype(np.float32)
     y = rng.integers(0, 10, batch)
     model = bench_cpu.gpucnn_model(name)
-    optimizer = gpucnn.optim.Adam(model.parameters(), lr=1e-3) if bench_cpu.MODELS[name][3] == "adam" else \
-        gpucnn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    return recorded_products(model, optimizer, x, y)
+    return recorded_products(model, bench_cpu.gpucnn_optimizer(name, model.parameters()), x, y)
 
 
 def measure(name: str, batch: int, rounds: int, chunk_bytes: int, threads: int) -> dict:
