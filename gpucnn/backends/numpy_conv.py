@@ -114,15 +114,20 @@ class ConvolutionPaths:
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
         (see _lazily_kept); reused from a training forward when one kept them."""
-        geometry = (x.shape, x.dtype, kh, kw, stride, padding, dilation)
-        if reuse:
-            saved = self._recall(self._saved_columns, x, geometry)
-            if saved is not None:
-                return iter(saved)
         n, step = x.shape[0], self.BATCH_CHUNK
         chunks = ((start, min(start + step, n),
                    _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
                   for start in range(0, n, step))
+        return self._kept_or_built(x, (x.shape, x.dtype, kh, kw, stride, padding, dilation), chunks, keep, reuse)
+
+    def _kept_or_built(self, x, geometry, chunks, keep: bool, reuse: bool):
+        """The column chunks a training forward kept for x at this geometry when reuse asks for them and
+        there are some; else ``chunks`` (a generator, not started until then), remembered as they pass
+        when keep asks for it."""
+        if reuse:
+            saved = self._recall(self._saved_columns, x, geometry)
+            if saved is not None:
+                return iter(saved)
         return self._lazily_kept(chunks, x, geometry) if keep else chunks
 
     def _lazily_kept(self, chunks, x, geometry):

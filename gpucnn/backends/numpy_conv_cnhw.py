@@ -153,12 +153,8 @@ class CnhwConvolutions:
     def _cnhw_columns(self, x, kh, kw, geo: _FlatGeometry, keep=False, reuse=False):
         """Yields (start, stop, cols), cols: (C*KH*KW, m*GH*GW), one chunk at a time (see
         _lazily_kept); reused from a training forward when kept."""
-        if reuse:
-            saved = self._recall(self._saved_columns, x, (x.shape, x.dtype, kh, kw, geo))
-            if saved is not None:
-                return iter(saved)
         chunks = self._cnhw_column_chunks(x, kh, kw, geo, keep)
-        return self._lazily_kept(chunks, x, (x.shape, x.dtype, kh, kw, geo)) if keep else chunks
+        return self._kept_or_built(x, (x.shape, x.dtype, kh, kw, geo), chunks, keep, reuse)
 
     def _cnhw_column_chunks(self, x, kh, kw, geo: _FlatGeometry, keep):
         n, c, h, w = x.shape
