@@ -224,6 +224,15 @@ def worker_torch(model_name: str, case: str, steps: int, threads: int) -> float:
 
 
 # ---------------------------------------------------------------------------- the driver
+def short_commit() -> str:
+    """This checkout's short commit hash, or '?' outside git."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
     if not args.no_malloc_env:
@@ -329,9 +338,8 @@ def _table(args: argparse.Namespace, models: list[str], times: dict, peaks: dict
     import torch
 
     malloc = "defaults" if args.no_malloc_env else _env_words(MALLOC_ENV)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    header = (f"{datetime.date.today()}, commit {commit or '?'}, {platform.processor() or platform.machine()}, "
+    commit = short_commit()
+    header = (f"{datetime.date.today()}, commit {commit}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {args.threads} threads, numpy {numpy.__version__}, torch {torch.__version__}, "
               f"glibc malloc: {malloc}; median of {args.processes} per-process medians")
     baseline, threaded = bool(args.baseline), args.gpucnn_threads

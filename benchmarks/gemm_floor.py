@@ -29,7 +29,6 @@ import importlib.metadata
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -188,16 +187,8 @@ def measure(name: str, batch: int, rounds: int, chunk_bytes: int, threads: int) 
     return result
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def report(results: dict, rounds: int, chunk_mib: float) -> str:
-    lines = [f"# The im2col + BLAS floor ({datetime.date.today().isoformat()}, commit {_commit()})", "",
+    lines = [f"# The im2col + BLAS floor ({datetime.date.today().isoformat()}, commit {bench_cpu.short_commit()})", "",
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
              f"torch {importlib.metadata.version('torch')}; {rounds} rounds, each running the two steps in fresh "
              f"processes (bench_cpu.py's workers) and the products here between them; products timed over "
