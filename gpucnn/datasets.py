@@ -138,12 +138,40 @@ def locate_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, Path] |
     return None if directory is None else _files_in(directory)
 
 
-def _where_to_put_them(data_dir: str | os.PathLike | None) -> str:
+def _put_them() -> str:
     names = ", ".join(f"{stem}.gz" for stem in MNIST_FILES)
-    looked = ", ".join(str(p) for p in search_paths(data_dir))
     return (f"Put the four files ({names}) in {mnist_cache_dir()}, where load_mnist() looks by default, or in a "
             f"folder of your own and name it: data_dir= in Python, --data-dir with examples/train_mnist.py, or the "
-            f"environment variable GPUCNN_DATA_DIR.\nLooked in (each folder and its mnist/): {looked}")
+            f"environment variable GPUCNN_DATA_DIR.")
+
+
+def _where_to_put_them(data_dir: str | os.PathLike | None) -> str:
+    looked = ", ".join(str(p) for p in search_paths(data_dir))
+    return f"{_put_them()}\nLooked in (each folder and its mnist/): {looked}"
+
+
+def _check_named_folders(data_dir: str | os.PathLike | None) -> None:
+    """Refuse a folder the user named (``data_dir``, then ``$GPUCNN_DATA_DIR``) that is not there.
+
+    Only the folders the search reaches count: one that holds the files ends it. A mistyped path
+    would otherwise send the loader on to the cache and a download, far from the folder meant."""
+    named = []
+    if data_dir is not None:
+        named.append((Path(data_dir), "the data_dir argument (--data-dir with examples/train_mnist.py)"))
+    if os.environ.get("GPUCNN_DATA_DIR"):
+        named.append((Path(os.environ["GPUCNN_DATA_DIR"]), "the environment variable GPUCNN_DATA_DIR"))
+    for folder, setting in named:
+        if not folder.is_dir():
+            if folder.exists():
+                what, fix = "is a file, not a folder", "name the folder that holds the four files"
+            else:
+                what, fix = "does not exist", "check the path (or create the folder and put the four files in it)"
+            raise DatasetNotFoundError(
+                f"load_mnist: the MNIST folder {folder} {what}; {setting} names it, so nothing was downloaded. "
+                f"{fix.capitalize()}, or leave the setting out to use {mnist_cache_dir()}, downloading into it if "
+                f"need be.\n{_put_them()}")
+        if _files_in(folder) is not None:
+            return
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
@@ -162,6 +190,8 @@ def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
     errors = []
     for mirror in mirrors:
         url = mirror + stem + ".gz"
+        # before the request: behind a network that hangs, each mirror can take the whole timeout
+        print(f"downloading {stem}.gz from {mirror} ...", file=sys.stderr, flush=True)
         fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{stem}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
@@ -176,6 +206,7 @@ def _download(stem: str, target_dir: Path, mirrors: tuple[str, ...]) -> Path:
             return final
         except (urllib.error.URLError, OSError, TimeoutError, DatasetError) as exc:
             errors.append(f"{url}: {exc}")
+            print(f"  failed: {exc}", file=sys.stderr, flush=True)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -194,7 +225,11 @@ class MNIST:
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, verify: bool = True,
                mirrors: tuple[str, ...] = MNIST_MIRRORS) -> MNIST:
-    """Find (or download and cache), verify and read MNIST."""
+    """Find (or download and cache), verify and read MNIST.
+
+    A ``data_dir`` or ``$GPUCNN_DATA_DIR`` naming a folder that does not exist raises
+    DatasetNotFoundError (a FileNotFoundError) at once, without downloading."""
+    _check_named_folders(data_dir)
     found = locate_mnist(data_dir)
     if found is None:
         if not download:
@@ -273,6 +308,46 @@ def _label_range(labels: np.ndarray) -> tuple[int, int] | None:
     return int(labels.min()), int(labels.max())
 
 
+def as_array(data: Any, owner: str, name: str, backend: Any = None, kinds: str = "biuf",
+             expected: str = "numbers") -> Any:
+    """``data`` as an array: a NumPy array, or an array ``backend`` computes on, as it is; anything
+    else (a list, a tuple) converted once with ``np.asarray``. Refuses, with a TypeError naming
+    ``owner`` and ``name``, what NumPy cannot make one array of, a 0-d array, and a dtype whose
+    kind is not in ``kinds`` (NumPy's codes: b bool, i/u integers, f floats)."""
+    if not (isinstance(data, np.ndarray) or (backend is not None and backend.owns(data))):
+        try:
+            data = np.asarray(data)
+        except (TypeError, ValueError) as exc:  # ragged nesting, or things that are no numbers
+            raise TypeError(f"{owner}: {name} must be an array (or nested lists) of {expected} of one shape, got "
+                            f"a {type(data).__name__} NumPy cannot make one array of ({exc})") from None
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in kinds:
+        raise TypeError(f"{owner}: {name} must be {expected}, got an array of dtype {dtype}")
+    if data.ndim == 0:
+        raise TypeError(f"{owner}: {name} must be an array with one entry per sample, got a 0-d array")
+    return data
+
+
+def check_label_range(labels: Any, classes: int, owner: str, name: str = "labels",
+                      label_range: tuple[int, int] | None = None, source: str | None = None) -> None:
+    """Every label in [0, ``classes``), else a ValueError naming the first one outside and its value
+    (and ``source``, where the class count came from, in parentheses).
+
+    One vectorised pass over the host array ``labels`` (its (min, max) ``label_range``, when known
+    already, answers without one); the index is only looked for once the range is known to be wrong."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: {name} must be integers (class indices), got dtype {labels.dtype}")
+    if label_range is None:
+        label_range = _label_range(labels)
+    if label_range is None or (label_range[0] >= 0 and label_range[1] < classes):
+        return
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))[0]
+    index = ", ".join(str(int(i)) for i in np.unravel_index(bad, labels.shape))
+    note = f" ({source})" if source else ""
+    raise ValueError(f"{owner}: labels must lie in [0, {classes}){note}; {name}[{index}] is {labels.reshape(-1)[bad]}")
+
+
 class BatchIterator:
     """Shuffled mini-batches of (images, labels) on a backend.
 
@@ -285,11 +360,20 @@ class BatchIterator:
     together are the batch one process would see, shifts included. A last batch with fewer images
     than ranks is dropped. ``batch_weight`` is then the last batch's share on this rank over an even
     share: scaling the rank's mean loss by it makes averaged gradients those of the global batch.
+
+    ``images`` and ``labels`` may be any array-likes (nested lists too): they are converted once,
+    with ``np.asarray``, and must hold numbers. ``classes`` (or ``check_labels`` later) checks that
+    every label is a class index in [0, classes), naming the first that is not.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, backend: Any,
+    def __init__(self, images: Any, labels: Any, batch_size: int, backend: Any,
                  shuffle: bool = True, rng: np.random.Generator | None = None, drop_last: bool = False,
-                 resident: bool = False, max_shift: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 resident: bool = False, max_shift: int = 0, rank: int = 0, world_size: int = 1,
+                 classes: int | None = None) -> None:
+        images = as_array(images, "BatchIterator", "images", backend)
+        # float targets are allowed (other losses than cross-entropy); class labels are checked by check_labels
+        labels = as_array(labels, "BatchIterator", "labels", backend, kinds="iuf",
+                          expected="integers (class indices) or floats")
         if len(images) != len(labels):
             raise ValueError(f"BatchIterator: {len(images)} images but {len(labels)} labels")
         if batch_size < 1:
@@ -309,7 +393,18 @@ class BatchIterator:
         #: (smallest, largest) label, found here once so that no training step has to copy its labels
         #: back to check their range (``train_epoch`` compares it with the number of classes); None
         #: when the labels are not integers or there are none
-        self.label_range = _label_range(labels if isinstance(labels, np.ndarray) else backend.to_numpy(labels))
+        host_labels = labels if isinstance(labels, np.ndarray) else backend.to_numpy(labels)
+        self.label_range = _label_range(host_labels)
+        # kept (the caller's array, or the copy just made) so that a bad label can be named without a device read
+        self._host_labels = host_labels
+        if classes is not None:
+            self.check_labels(classes, source=f"classes={classes}")
+
+    def check_labels(self, classes: int, name: str = "labels", source: str | None = None) -> None:
+        """Every label in [0, ``classes``), else a ValueError naming the first outside (as ``name[i]``),
+        its value and ``source`` (where ``classes`` came from); a TypeError for labels that are no
+        integers. Reads nothing from the device."""
+        check_label_range(self._host_labels, classes, "BatchIterator", name, self.label_range, source)
 
     def __len__(self) -> int:
         full, rest = divmod(self.count, self.batch_size)

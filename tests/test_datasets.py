@@ -117,6 +117,7 @@ def test_argument_wins_over_environment(isolated, monkeypatch):
 
 
 def test_offline_without_files_says_where_to_put_them(isolated):
+    (isolated / "nowhere").mkdir()  # a named folder that is missing is refused without a download (test_data_dir.py)
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist(isolated / "nowhere")
     message = str(info.value)
@@ -247,6 +248,7 @@ def test_download_falls_back_across_mirrors_and_verifies(isolated, monkeypatch):
         return _FakeResponse((source / name).read_bytes())
 
     monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    (isolated / "nowhere").mkdir()  # named and empty: the search goes on to the cache, then the mirrors
     data = load_mnist(isolated / "nowhere", mirrors=("http://down/", "http://corrupt/", "http://good/"))
     np.testing.assert_array_equal(data.train_labels, arrays["train-labels-idx1-ubyte"])
     assert len(requested) == 12  # three mirrors tried for each of the four files
