@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args.rounds, args.chunk_mib)
     print(text)
     if args.out:
-        from gpucnn.serialization import write_atomically
+        from gpucnn.files import write_atomically
 
         write_atomically(args.out, lambda f: f.write(text.encode()))
     return 0

@@ -53,7 +53,7 @@ import gpucnn  # noqa: E402
 from gpucnn import optim, training  # noqa: E402
 from gpucnn.cuda_graph import GraphedStep  # noqa: E402
 from gpucnn.datasets import MNIST, DatasetNotFoundError, load_mnist, normalize  # noqa: E402
-from gpucnn.serialization import write_atomically  # noqa: E402
+from gpucnn.files import write_atomically  # noqa: E402
 from gpucnn.training import Trainer  # noqa: E402
 
 NOT_AVAILABLE = "not available in this version"

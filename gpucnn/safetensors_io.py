@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .serialization import CheckpointError, write_atomically
+from .files import CheckpointError, write_atomically
 
 __all__ = ["load_safetensors", "save_safetensors"]
 

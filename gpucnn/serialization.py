@@ -11,7 +11,7 @@ Version 2 layout: a zip of ``.npy`` entries as ``np.savez`` writes it (``param/<
 ``[name, dtype.str, shape]`` and then its bytes in C order. Version 1 is the same without ``sha256``.
 
 Files are read with ``allow_pickle=False``, so loading an untrusted file can never run code.
-A save goes to a temporary file in the same directory, then replaces the target atomically.
+A save goes to a temporary file in the same directory, then replaces the target atomically (``files.py``).
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ import lzma
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .files import CheckpointError, write_atomically
 from .nn.module import Module, state_problems
 from .optim import Optimizer
 
@@ -48,13 +47,6 @@ _HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.
 # corrupt offset report that way. A missing file fails earlier, in _check_signature, and stays FileNotFoundError.
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error, zlib.error,
            lzma.LZMAError, NotImplementedError, RuntimeError, OSError)
-
-
-class CheckpointError(ValueError):
-    """A file that is no readable gpucnn checkpoint, or one that does not fit the model; the message names the path.
-
-    A ValueError, so code that caught the errors of earlier versions still catches it.
-    """
 
 
 # --- the file format ------------------------------------------------------------------------------------------
@@ -118,22 +110,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 def _write_atomically(path: Path, entries: dict[str, np.ndarray]) -> None:
     write_atomically(path, lambda f: np.savez(f, **entries))
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """``write`` into a temporary file beside ``path``, fsync, then rename over it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_signature(path: Path) -> None:
