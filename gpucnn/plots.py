@@ -80,12 +80,18 @@ def filters(model: Any, path: str | Path) -> Path:
     conv = _first_conv(model)
     w = conv.dense_weight().numpy()
     k, c = w.shape[:2]
-    fig, axes = plt.subplots(c, k, figsize=(1.3 * k, 1.4 * c), squeeze=False)
+    # constrained layout reserves room for the suptitle: with a fixed y it sat on the top row's titles,
+    # the figure being only one or two rows of filters high
+    fig, axes = plt.subplots(c, k, figsize=(1.3 * k, 1.4 * c + 0.4), squeeze=False, layout="constrained")
+    limit = np.abs(w).max()
     for (ci, ki), ax in np.ndenumerate(axes):
-        ax.imshow(w[ki, ci], cmap="RdBu_r", vmin=-np.abs(w).max(), vmax=np.abs(w).max())
+        ax.imshow(w[ki, ci], cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"filter {ki}", fontsize=7)
+        if ci == 0:  # one title a column: each further row is the same filter's next input channel
+            ax.set_title(f"filter {ki}", fontsize=7)
+        if ki == 0 and c > 1:
+            ax.set_ylabel(f"channel {ci}", fontsize=7)
     fig.suptitle("First conv layer's learned filters")
     return _save(fig, Path(path))
 
