@@ -14,8 +14,8 @@ from .functions import activations, basic
 from .functions.avgpool2d import adaptive_avg_pool2d as _adaptive_avg_pool2d
 from .functions.avgpool2d import avg_pool2d as _avg_pool2d
 from .functions.batchnorm import BatchNorm
-from .functions.checks import check_float_input, check_same_dtype
-from .functions.conv2d import ConvSpec, ExpandConnections, positive_pair, resolve_padding
+from .functions.checks import check_float_input, check_same_dtype, positive_int, positive_pair
+from .functions.conv2d import ConvSpec, ExpandConnections, resolve_padding
 from .functions.conv2d import conv2d as _conv2d
 from .functions.conv2d import conv2d_relu_max_pool2d as _conv2d_relu_max_pool2d
 from .functions.dropout import Dropout, draw_seed, seed_source
@@ -51,8 +51,7 @@ def _optional(x: Any, owner: str) -> Tensor | None:
 
 def conv_spec(weight_hw: tuple[int, int], stride: Any, padding: Any, dilation: Any, groups: int,
               owner: str) -> ConvSpec:
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{owner}: groups must be a positive int, got {groups!r}")
+    positive_int(groups, "groups", owner)
     stride = positive_pair(stride, "stride", owner)
     dilation = positive_pair(dilation, "dilation", owner)
     return ConvSpec(stride, resolve_padding(padding, weight_hw, stride, dilation, owner), dilation, groups)

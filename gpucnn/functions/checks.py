@@ -6,7 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends.base import FLOAT_DTYPES
+from ..backends.shapes import pair
 from ..tensor import Tensor
+
+
+def positive_int(value: Any, label: str, owner: str) -> int:
+    """A layer's count (channels, features, groups, a 1-D kernel size): an int >= 1, checked before
+    anything is initialised (a zero fan-in would divide by zero in the default initialisation)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+    return value
+
+
+def positive_pair(value: Any, label: str, owner: str) -> tuple[int, int]:
+    """A kernel size, stride or dilation: an int or a pair of ints, each >= 1."""
+    result = pair(value, label, owner)
+    if min(result) < 1:
+        raise ValueError(f"{owner}: {label} must be >= 1, got {value!r}")
+    return result
 
 
 def check_float_input(x: Any, ndim: int | None, owner: str, channels: int | None = None,

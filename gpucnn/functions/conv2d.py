@@ -56,13 +56,6 @@ def resolve_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, in
     return (ph, ph, pw, pw)
 
 
-def positive_pair(value: Any, name: str, owner: str) -> tuple[int, int]:
-    result = pair(value, name, owner)
-    if min(result) < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value!r}")
-    return result
-
-
 def check_conv_input(x: Tensor, w: Tensor, spec: ConvSpec, owner: str) -> None:
     """Reject what the conv op cannot take, naming ``owner`` (the layer or function)."""
     check_float_input(x, 4, owner, w.shape[1] * spec.groups)

@@ -6,17 +6,15 @@ from typing import Any
 
 from ..backends.shapes import pair, pool_output_hw
 from ..tensor import Tensor
-from .checks import check_float_input
+from .checks import check_float_input, positive_pair
 from .conv2d import PoolSpec
 
 
 def pool_spec(kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool, owner: str) -> PoolSpec:
     """A checked PoolSpec; ``stride=None`` means the kernel size, as in PyTorch."""
-    kernel = pair(kernel_size, "kernel_size", owner)
-    stride = kernel if stride is None else pair(stride, "stride", owner)
+    kernel = positive_pair(kernel_size, "kernel_size", owner)
+    stride = kernel if stride is None else positive_pair(stride, "stride", owner)
     padding = pair(padding, "padding", owner)
-    if min(kernel) < 1 or min(stride) < 1:
-        raise ValueError(f"{owner}: kernel_size and stride must be >= 1, got {kernel}, {stride}")
     if any(p < 0 or 2 * p > k for p, k in zip(padding, kernel)):
         # PyTorch's rule: a window must never lie wholly in the padding
         raise ValueError(f"{owner}: padding must be between 0 and half the kernel size {kernel}, got {padding}")

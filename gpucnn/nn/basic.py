@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..functions.checks import positive_int
 from ..functions.linear import Linear as LinearFunction
 from ..init import DEFAULT_INIT, default_rng, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
@@ -18,9 +19,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: Any = DEFAULT_INIT,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
         super().__init__()
-        for label, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Linear: {label} must be a positive int, got {value!r}")
+        positive_int(in_features, "in_features", "Linear")
+        positive_int(out_features, "out_features", "Linear")
         self.in_features, self.out_features = in_features, out_features
         dtype = as_float_dtype(dtype, "Linear")
         weight = initialize(init, (out_features, in_features), in_features, out_features, rng, "Linear")

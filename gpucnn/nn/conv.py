@@ -8,7 +8,8 @@ import numpy as np
 
 from .. import functional as F
 from ..backends.shapes import conv_output_size
-from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d, positive_pair
+from ..functions.checks import positive_int, positive_pair
+from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d
 from ..init import DEFAULT_INIT, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
 
@@ -33,8 +34,7 @@ class Conv2d(Module):
         super().__init__()
         name = type(self).__name__
         for label, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
+            positive_int(value, label, name)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must both be divisible by groups ({groups})")
@@ -146,6 +146,7 @@ class Conv1d(Conv2d):
                  dtype: Any = np.float32) -> None:
         if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
             raise TypeError(f"Conv1d: kernel_size must be an int, got {kernel_size!r}")
+        positive_int(kernel_size, "kernel_size", "Conv1d")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, None, init, rng, dtype)
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..functions.checks import positive_int
 from .module import Module, as_float_dtype, new_parameter
 
 
@@ -23,8 +24,7 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         dtype = as_float_dtype(dtype, name)
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        positive_int(num_features, "num_features", name)
         self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None

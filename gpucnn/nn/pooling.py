@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..backends.shapes import pair, pool_output_size
+from ..backends.shapes import pool_output_size
 from ..functions.avgpool2d import adaptive_avg_pool2d, avg_pool2d
+from ..functions.checks import positive_int, positive_pair
 from ..functions.lppool2d import lp_pool2d
 from ..functions.maxpool2d import max_pool2d, relu_max_pool2d
 from ..functions.pooling import pool_spec
@@ -90,6 +91,10 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: Any) -> None:
         super().__init__()
+        sizes = output_size if isinstance(output_size, (tuple, list)) and len(output_size) == 2 else (output_size,)
+        for size in sizes:  # None keeps that axis's input size, as in PyTorch
+            if size is not None:
+                positive_int(size, "output_size", type(self).__name__)
         self.output_size = output_size
 
     def extra_repr(self) -> str:
@@ -115,8 +120,8 @@ class Subsampling2d(Module):
 
     def __init__(self, channels: int, kernel_size: int = 2, dtype: Any = np.float32) -> None:
         super().__init__()
-        self.channels = channels
-        self.kernel_size = pair(kernel_size, "kernel_size", "Subsampling2d")
+        self.channels = positive_int(channels, "channels", "Subsampling2d")
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", "Subsampling2d")
         dtype = as_float_dtype(dtype, "Subsampling2d")
         area = self.kernel_size[0] * self.kernel_size[1]
         # start as a plain average so the first activations keep their scale
