@@ -96,7 +96,8 @@ OPS: dict[str, str] = {
         "(logits, labels, label_smoothing=0.0) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
         "loss: 0-d array (mean over N of (1 - eps) * -log p[label] + eps * mean_k -log p[k], eps = "
         "label_smoothing in [0, 1], PyTorch's unweighted definition), dlogits: (N, K) = "
-        "(softmax - (1 - eps) * onehot - eps / K) / N; eps = 0 is exactly the plain (softmax - onehot) / N"
+        "(softmax - (1 - eps) * onehot - eps / K) / N; eps = 0 is exactly the plain (softmax - onehot) / N; "
+        "N = 0 gives a NaN loss (the mean of nothing, as PyTorch's) and an empty dlogits"
     ),
     "softmax_cross_entropy_accumulate": (
         "(logits, labels, total, label_smoothing=0.0) -> dlogits; labels: int32 (N,); dlogits bit for bit "

@@ -160,7 +160,8 @@ class CudaBackend(Backend):
                 raise TypeError(f"{self.name} backend: {what} must be float32 or float64, got {a.dtype}")
         elif a.dtype != np.dtype(dtype):
             raise TypeError(f"{self.name} backend: {what} must be {np.dtype(dtype)}, got {a.dtype}")
-        return self.xp.ascontiguousarray(a)
+        # ascontiguousarray would make a 0-d array 1-d (an elementwise op's output takes this shape)
+        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
 
     def _in_place(self, a: Any, what: str, dtype: Any) -> Any:
         """Arrays a kernel updates in place must already be contiguous: a copy would lose the update."""
@@ -446,6 +447,8 @@ class CudaBackend(Backend):
         logits = self._input(logits, "softmax_cross_entropy logits")
         labels = self._input(self.xp.asarray(labels).astype(np.int32, copy=False), "labels", np.int32)
         row_loss, grad = self._softmax_rows(logits, labels, label_smoothing)
+        if not logits.shape[0]:  # the mean over no rows, as PyTorch's: NaN
+            return self.xp.full((), np.nan, dtype=logits.dtype), grad
         return row_loss.sum() / logits.dtype.type(logits.shape[0]), grad
 
     def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
@@ -462,6 +465,8 @@ class CudaBackend(Backend):
         n, k = logits.shape
         row_loss = self.device.empty((n,), logits.dtype)
         grad = self.device.empty((n, k), logits.dtype)
+        if not n:
+            return row_loss, grad
         rows_per_block = 4  # one warp per row, 128 threads
         self._launch("softmax_cross_entropy", "softmax_cross_entropy", (_blocks(n, rows_per_block),), (128,),
                      [logits, labels, row_loss, grad, _Index(n), _Index(k), _Real(1.0 / n), _Real(label_smoothing)],

@@ -383,12 +383,15 @@ class NumpyBackend(BatchHalves, ConvolutionPaths, CnhwConvolutions, Backend):
     # logits: (N, K), labels: (N,) -> loss: (), dlogits: (N, K); label_smoothing eps as PyTorch's (unweighted)
     def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         losses, grad = self._softmax_rows(logits, labels, label_smoothing)
+        if not logits.shape[0]:  # the mean over no rows, as PyTorch's: NaN (without 0/0's warning)
+            return np.asarray(np.nan, dtype=logits.dtype), grad
         return np.asarray(losses.sum() / logits.shape[0], dtype=logits.dtype), grad
 
     # total: float64 (1,), in place += the rows' losses added in order (cumsum is sequential)
     def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
         losses, grad = self._softmax_rows(logits, labels, label_smoothing)
-        total += np.cumsum(losses.astype(np.float64))[-1:]
+        if len(losses):  # no rows add nothing (cumsum of nothing has no last element)
+            total += np.cumsum(losses.astype(np.float64))[-1:]
         return grad
 
     def _softmax_rows(self, logits, labels, label_smoothing):

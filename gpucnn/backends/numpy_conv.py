@@ -220,6 +220,8 @@ class ConvolutionPaths:
                 dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
                 self._scratch.give(dx_last)
             self._scratch.give(cols, dy_chunk)
+        if dw is None:  # an empty batch has no chunks: the gradients are sums over nothing
+            dw, db = np.zeros(w.shape, w.dtype), np.zeros(k, w.dtype)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
 
     def _col2im_products(self, dx_last, w, dy_last, groups, out_hw, stride, dilation) -> None:

@@ -375,6 +375,15 @@ class Pool {
                            std::to_string(threads) + " threads (a block holds 1 to 1024 threads)";
             return 1;
         }
+        // CUDA's per-axis limits (compute capability 3.0 on): a GPU refuses a launch outside them
+        if (launch.grid[0] > 2147483647u || launch.grid[1] > 65535u || launch.grid[2] > 65535u ||
+            launch.block[0] > 1024u || launch.block[1] > 1024u || launch.block[2] > 64u) {
+            last_error() = "invalid launch configuration: grid (" + std::to_string(launch.grid[0]) + ", " +
+                           std::to_string(launch.grid[1]) + ", " + std::to_string(launch.grid[2]) + "), block (" +
+                           std::to_string(launch.block[0]) + ", " + std::to_string(launch.block[1]) + ", " +
+                           std::to_string(launch.block[2]) + ") (a grid's y and z are at most 65535, a block's z 64)";
+            return 1;
+        }
         std::unique_lock<std::mutex> lock(mutex_);
         launch_ = &launch;
         body_ = &body;
