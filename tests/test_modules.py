@@ -262,8 +262,13 @@ def test_load_state_dict_not_strict_loads_what_fits():
 # ---------------------------------------------------------------------------- summary
 def test_summary_lists_each_layers_output_shape_and_parameters(capsys):
     model = gpucnn.LeNet5()
-    text = model.summary((1, 28, 28))
-    assert capsys.readouterr().out.strip() == text.strip()
+    summary = model.summary((1, 28, 28))
+    assert capsys.readouterr().out == ""  # it returns the table; printing it shows it once
+    text = str(summary)
+    print(summary)
+    assert capsys.readouterr().out == text + "\n" and repr(summary) == text
+    assert summary.total_parameters == 61_706 and summary.input_shape == (1, 1, 28, 28)
+    assert summary.rows[0] == ("0", "Conv2d", (1, 6, 28, 28), 156)
     lines = text.splitlines()
     assert lines[0].split() == ["layer", "type", "output", "shape", "parameters"]
     rows = {line.split()[0]: line for line in lines[2:-1]}
@@ -282,14 +287,27 @@ def test_summary_lists_each_layers_output_shape_and_parameters(capsys):
 def test_summary_of_nested_modules_and_what_it_leaves_alone():
     model = _small()
     before = _host_state(model)
-    text = model.summary((1, 4, 4), batch_size=3, print_fn=None)
+    text = str(model.summary((1, 4, 4), batch_size=3))
     assert "1      BatchNorm2d  (3, 2, 2, 2)" in text and "4      Linear       (3, 3)" in text
     assert text.endswith("total parameters: 51")  # 20 + 4 + 27
     assert model.training  # back in training mode, and eval mode did not touch the statistics
     _assert_state_equal(_host_state(model), before)
-    resnet = gpucnn.ResNet(8, 4, 10, 1).summary((1, 8, 8), print_fn=None)
+    resnet = str(gpucnn.ResNet(8, 4, 10, 1).summary((1, 8, 8)))
     assert "layer2.0.shortcut.0" in resnet and "(1, 8, 4, 4)" in resnet
     assert resnet.endswith(f"total parameters: {gpucnn.ResNet(8, 4, 10, 1).num_parameters():,}")
+
+
+def test_summary_given_the_batch_axis_says_what_it_wants():
+    model = gpucnn.LeNet5()
+    with pytest.raises(ValueError) as error:
+        model.summary((1, 1, 28, 28))
+    message = str(error.value)
+    assert "without the batch axis" in message and "input_shape=(1, 28, 28), batch_size=1" in message, message
+    with pytest.raises(ValueError, match="positive ints"):
+        model.summary((1, 0, 28))
+    lines = []
+    model.summary((1, 28, 28), print_fn=lines.append)  # print_fn still gets the table when given
+    assert len(lines) == 1 and lines[0].endswith("total parameters: 61,706")
 
 
 # ---------------------------------------------------------------------------- containers

@@ -283,38 +283,74 @@ class Module:
 
     # ------------------------------------------------------------------ summary
     def summary(self, input_shape: tuple[int, ...], batch_size: int = 1, dtype: Any = None,
-                print_fn: Any = print) -> str:
-        """Run one eval-mode forward on zeros of ``(batch_size, *input_shape)`` and print each
-        layer's output shape and parameter count; returns the table."""
+                print_fn: Any = None) -> ModelSummary:
+        """Run one eval-mode forward on zeros of ``(batch_size, *input_shape)`` and return each layer's
+        output shape and parameter count as a ModelSummary: ``print(model.summary((1, 28, 28)))``, or
+        let the REPL show it. ``input_shape`` is one sample's shape, without the batch axis (Keras's
+        convention; torchinfo's ``input_size`` includes it). ``print_fn``, when given, is called with
+        the table as well."""
         global _summary_rows
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in shape):
+            raise ValueError(f"{type(self).__name__}.summary: expected input_shape as positive ints (one sample's "
+                             f"shape, without the batch axis, e.g. (1, 28, 28)), got {input_shape!r}")
         names = {id(m): name for name, m in self.named_modules()}
         dtype = dtype or next((p.dtype for p in self.parameters()), np.float32)
-        x = Tensor(self.backend.xp.zeros((batch_size, *input_shape), dtype=dtype), backend=self.backend)
+        x = Tensor(self.backend.xp.zeros((batch_size, *shape), dtype=dtype), backend=self.backend)
         was_training, _summary_rows = self.training, []
         try:
             self.eval()
             with no_grad():
                 self(x)
-            rows = _summary_rows
+            recorded = _summary_rows
+        except (ValueError, TypeError) as error:
+            hint = ""
+            if len(shape) >= 2 and shape[0] in (1, batch_size):
+                hint = (f"; if {shape} already has the batch axis, pass input_shape={shape[1:]}, "
+                        f"batch_size={shape[0]}")
+            raise ValueError(f"{type(self).__name__}.summary: input_shape is one sample's shape, without the batch "
+                             f"axis: the forward on zeros of shape {(batch_size, *shape)} failed{hint}: "
+                             f"{error}") from error
         finally:
             _summary_rows = None
             self.train(was_training)
+        rows = [SummaryRow(names.get(id(module), "?"), type(module).__name__,
+                           tuple(out.shape) if hasattr(out, "shape") else None,
+                           sum(p.numel() for p in module.parameters()))
+                for module, out in recorded if module is not self]
+        table = ModelSummary(type(self).__name__, (batch_size, *shape), rows, self.num_parameters())
+        if print_fn is not None:
+            print_fn(str(table))
+        return table
+
+
+class SummaryRow(NamedTuple):
+    layer: str  # the state_dict prefix: "0", "layer2.0.shortcut.0"
+    type: str
+    output_shape: tuple[int, ...] | None  # None for an output that is not an array
+    parameters: int
+
+
+class ModelSummary:
+    """Module.summary's table. It prints as the table (so does its repr, which is what the REPL shows),
+    and holds the rows for code: ``rows``, ``total_parameters``, ``input_shape`` (with the batch axis)."""
+
+    def __init__(self, model: str, input_shape: tuple[int, ...], rows: list[SummaryRow],
+                 total_parameters: int) -> None:
+        self.model, self.input_shape, self.rows, self.total_parameters = model, input_shape, rows, total_parameters
+
+    def __str__(self) -> str:
         table = [("layer", "type", "output shape", "parameters")]
-        for module, out in rows:
-            if module is self:
-                continue
-            shape = tuple(out.shape) if hasattr(out, "shape") else "-"
-            own = sum(p.numel() for p in module.parameters())
-            table.append((names.get(id(module), "?"), type(module).__name__, str(shape), f"{own:,}"))
+        table += [(row.layer, row.type, str(row.output_shape) if row.output_shape is not None else "-",
+                   f"{row.parameters:,}") for row in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(4)]
         lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in table]
         lines.insert(1, "-" * len(lines[0]))
-        lines.append(f"total parameters: {self.num_parameters():,}")
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        lines.append(f"total parameters: {self.total_parameters:,}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
 
 
 def state_problems(own: dict[str, Any], given: dict[str, Any], strict: bool = True) -> list[str]:
