@@ -83,8 +83,11 @@ def _abort_all_on_uncaught_exception(comm: Any) -> None:
 
     def hook(kind: type, value: BaseException, traceback: Any) -> None:
         sys.stdout.flush()
+        # the exception itself on the first line: Abort can kill the process manager's forwarding before
+        # the end of a long traceback reaches the terminal (seen with MPICH's hydra)
         sys.stderr.write(f"gpucnn.distributed: rank {comm.Get_rank()} of {comm.Get_size()} stopped on an "
-                         f"uncaught exception; aborting all ranks\n")
+                         f"uncaught {kind.__name__}: {value}; aborting all ranks\n")
+        sys.stderr.flush()
         previous(kind, value, traceback)
         sys.stderr.flush()
         comm.Abort(1)
