@@ -62,7 +62,7 @@ class Product(NamedTuple):
 def _conv_products(x_shape, w_shape, stride, padding, dilation, groups, need_input_grad) -> list[Product]:
     """The im2col products of one convolution: (K, R) @ (R, L) forward, (K, L) @ (L, R) for the
     weights, (R, K) @ (K, L) for the input, per group, R = C/G*KH*KW and L = N*OH*OW."""
-    from gpucnn.backends.shapes import conv_output_hw
+    from gpucnn.shapes import conv_output_hw
 
     k, cg, kh, kw = w_shape
     oh, ow = conv_output_hw(x_shape, w_shape, stride, padding, dilation)

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from .backends.base import dropout_key
+from .core.tensor import Tensor
 from .datasets import shift_offsets
 from .functions.dropout import TableSeed, draw_seed, seeds_from
 from .nn.module import Module
 from .optim import LRSchedule, Optimizer
-from .tensor import Tensor
 
 GRAPH_BACKENDS = ("cuda", "cuda-sim")
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .functions import activations, basic
+from .core import tensor_ops
+from .core.tensor import Tensor
+from .functions import activations
 from .functions.avgpool2d import adaptive_avg_pool2d as _adaptive_avg_pool2d
 from .functions.avgpool2d import avg_pool2d as _avg_pool2d
 from .functions.batchnorm import BatchNorm
@@ -25,7 +27,6 @@ from .functions.maxpool2d import max_pool2d as _max_pool2d
 from .functions.maxpool2d import relu_max_pool2d as _relu_max_pool2d
 from .functions.pooling import pool_spec
 from .functions.softmax_cross_entropy import LogSoftmax, NllLoss, Softmax, SoftmaxCrossEntropy
-from .tensor import Tensor
 
 __all__ = [
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cat", "conv1d", "conv2d", "conv2d_relu_max_pool2d",
@@ -33,7 +34,7 @@ __all__ = [
     "max_pool2d", "mse_loss", "nll_loss", "relu", "relu_max_pool2d", "sigmoid", "softmax", "tanh",
 ]
 
-cat = basic.cat
+cat = tensor_ops.cat
 
 
 def as_tensor(x: Any, owner: str) -> Tensor:

@@ -55,7 +55,7 @@ def _import_cupy() -> tuple[Any, str]:
 
 def _backends() -> dict[str, dict[str, Any]]:
     """Each backend and whether it can be created here: the reason is the one ``set_backend`` would give."""
-    from .backend import available_backends, get_backend
+    from .backends.registry import available_backends, get_backend
 
     report = {}
     for name in available_backends():
@@ -102,7 +102,7 @@ def _gpus(cupy: Any, cupy_version: str) -> dict[str, Any]:
 
 def _sim_compiler() -> dict[str, Any]:
     """The host compiler cuda-sim would build with, and its version."""
-    from .backends.sim import loader
+    from .backends.sim import device as loader
 
     try:
         compiler = loader.find_compiler()
@@ -123,7 +123,7 @@ def _mnist() -> dict[str, Any]:
 
 
 def _kernel_caches() -> dict[str, Any]:
-    from .backends.sim import loader
+    from .backends.sim import device as loader
 
     # CuPy's own default, unless CUPY_CACHE_DIR moves it
     cupy_cache = os.environ.get("CUPY_CACHE_DIR") or str(Path("~/.cupy/kernel_cache").expanduser())
@@ -133,7 +133,7 @@ def _kernel_caches() -> dict[str, Any]:
 def collect() -> dict[str, Any]:
     """Everything ``python -m gpucnn info`` reports, as plain data (JSON-serialisable)."""
     from . import __version__
-    from .backend import default_backend_name
+    from .backends.registry import default_backend_name
 
     cupy, cupy_version = _import_cupy()
     return {

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import enable_grad, tracing
-from .backends.shapes import pool_output_size
+from .core.autograd import enable_grad, tracing
+from .core.tensor import Parameter, Tensor
 from .functions.avgpool2d import adaptive_matrix
 from .nn.module import Module
-from .tensor import Parameter, Tensor
+from .shapes import pool_output_size
 
 __all__ = ["ExportError", "export", "verify"]
 
@@ -187,7 +187,7 @@ def _conv_relu_maxpool(g: _Graph, a: dict[str, Any]) -> str:
 
 
 def _conv_hw(a: dict[str, Any]) -> tuple[int, int]:
-    from .backends.shapes import conv_output_hw
+    from .shapes import conv_output_hw
 
     spec = a["spec"]
     return conv_output_hw(a["x"].shape, a["w"].shape, spec.stride, spec.padding, spec.dilation)
@@ -534,7 +534,7 @@ def verify(path: str | os.PathLike, model: Module, example_input: Any, rtol: flo
     was_training = model.training
     model.eval()
     try:
-        from .autograd import no_grad
+        from .core.autograd import no_grad
 
         with no_grad():
             expected = model(Tensor(model.backend.asarray(data), backend=model.backend))

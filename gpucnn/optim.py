@@ -11,8 +11,8 @@ import math
 from typing import Any
 
 from .backends.base import adam_step_factors
+from .core.tensor import Parameter
 from .nn.module import Module
-from .tensor import Parameter
 
 
 class Optimizer:

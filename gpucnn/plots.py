@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import no_grad
+from .core.autograd import no_grad
 
 
 def _pyplot() -> Any:

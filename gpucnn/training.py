@@ -21,7 +21,7 @@ import numpy as np
 
 from . import distributed
 from . import functional as F
-from .autograd import no_grad
+from .core.autograd import no_grad
 from .cuda_graph import GRAPH_BACKENDS, GraphedStep
 from .datasets import BatchIterator, as_array, check_label_range
 from .nn.loss import CrossEntropyLoss

@@ -1,7 +1,7 @@
 // activations.cu: ReLU, LeakyReLU, sigmoid and tanh, forward and backward.
 //
 // Threads: one element per thread per grid-stride step; any shape, flattened to n elements.
-// Reference: gpucnn/backends/numpy_backend.py, NumpyBackend.relu_forward ... tanh_backward.
+// Reference: gpucnn/backends/numpy/backend.py, NumpyBackend.relu_forward ... tanh_backward.
 // NaN propagates forward (NaN < 0 is false, so ReLU keeps it), as np.maximum does.
 #include "common.cuh"
 

@@ -1,7 +1,7 @@
 // dropout.cu: the dropout mask and its forward/backward application.
 //
 // Threads: one element per thread per grid-stride step.
-// Reference: gpucnn/backends/numpy_backend.py, dropout_mask and NumpyBackend.dropout_forward;
+// Reference: gpucnn/backends/numpy/backend.py, dropout_mask and NumpyBackend.dropout_forward;
 // NumpyBackend.dropout_forward_stepped for the variant whose key is read from device memory.
 // The mask is a pure function of (key, flat index) through the lowbias32 integer hash, so every
 // backend, and every launch configuration, drops the same elements for the same seed.

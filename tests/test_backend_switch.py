@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.backend import backend_classes
 from gpucnn.backends.contract import OPS, missing_ops
+from gpucnn.backends.registry import backend_classes
 
 
 @pytest.mark.parametrize("name", ["numpy", "cuda", "cuda-sim"])

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gpucnn.backends.contract import OPS
-from gpucnn.backends.cuda_backend import CudaBackend
-from gpucnn.backends.kernel_source import kernel_modules, kernel_names, kernel_source
-from gpucnn.backends.numpy_backend import NumpyBackend
+from gpucnn.backends.cuda.kernel_source import kernel_modules, kernel_names, kernel_source
+from gpucnn.backends.cuda.launchers import CudaBackend
+from gpucnn.backends.numpy.backend import NumpyBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 

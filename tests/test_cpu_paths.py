@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.backends.numpy_backend import NumpyBackend
+from gpucnn.backends.numpy.backend import NumpyBackend
 
 import reference as ref
 
@@ -95,7 +95,8 @@ def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rn
 def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     """Each chunk's product runs right after its im2col matrix is built, while it is in cache, and
     columns kept by a training forward are used, once, by its backward pass."""
-    from gpucnn.backends import numpy_conv, numpy_conv_cnhw
+    from gpucnn.backends.numpy import conv as numpy_conv
+    from gpucnn.backends.numpy import conv_cnhw as numpy_conv_cnhw
 
     events = []
     product = numpy_conv._filter_product
@@ -214,7 +215,7 @@ def test_lenet5_does_not_take_the_new_paths():
     for flat in (False, True):
         backend = NumpyBackend()
         backend.flat_conv = flat
-        gpucnn.backend.register_backend("numpy-cpu-paths", lambda backend=backend: backend)
+        gpucnn.register_backend("numpy-cpu-paths", lambda backend=backend: backend)
         with gpucnn.use_backend("numpy-cpu-paths"):
             gpucnn.manual_seed(0)
             rng = np.random.default_rng(0)
@@ -302,7 +303,7 @@ def test_max_of_four_matches_the_running_scan(rng):
     maxima and offsets exactly: the first offset on ties (whole windows of equal values, pairs
     tied across the two rows), zeros, negative windows; NaN maxima stay NaN. With the ReLU marker,
     the windows whose maximum is not > 0 (NaN included) read 255."""
-    from gpucnn.backends.numpy_windows import (
+    from gpucnn.backends.numpy.windows import (
         _mark_dead_windows,
         _max_of_four_with_offset,
         _running_max,

@@ -1,4 +1,4 @@
-"""The NumPy backend's opt-in threads (gpucnn/backends/cpu_threads.py): convolutions and Linear
+"""The NumPy backend's opt-in threads (gpucnn/backends/numpy/threads.py): convolutions and Linear
 layers split into two batch halves run in two threads.
 
 Tolerances: against the float64 loops in reference.py at rtol 1e-4 / atol 1e-5, as in
@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from gpucnn.backends import cpu_threads
-from gpucnn.backends.numpy_backend import NumpyBackend
+from gpucnn.backends.numpy import threads as cpu_threads
+from gpucnn.backends.numpy.backend import NumpyBackend
 
 import reference as ref
 
@@ -206,7 +206,7 @@ def test_an_error_in_a_half_is_raised_and_blas_threads_come_back(threads):
 
 def test_split_relu_and_batchnorm_match_whole(threads, monkeypatch, rng):
     from gpucnn import functional as F
-    from gpucnn.tensor import Tensor
+    from gpucnn.core.tensor import Tensor
 
     threads.split_min_elements = 1
     x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)

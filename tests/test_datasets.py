@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpucnn import datasets
-from gpucnn.backend import get_backend
+from gpucnn.backends.registry import get_backend
 from gpucnn.datasets import (
     MNIST_FILES,
     BatchIterator,

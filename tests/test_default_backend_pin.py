@@ -23,8 +23,8 @@ FAKE_GPU_PLUGIN = '''
 import numpy as np
 
 import gpucnn
-from gpucnn.backend import register_backend
-from gpucnn.backends.numpy_backend import NumpyBackend
+from gpucnn.backends.registry import register_backend
+from gpucnn.backends.numpy.backend import NumpyBackend
 
 
 class DeviceArray(np.ndarray):

@@ -192,7 +192,7 @@ def test_sync_batchnorm_with_one_rank_is_batchnorm_and_conversion_keeps_the_laye
 def test_nccl_communicator_on_one_gpu():
     if not gpucnn.cuda_is_available():
         pytest.skip("NCCL needs CuPy and a GPU")
-    from gpucnn.backends.cupy_device import NcclCommunicator
+    from gpucnn.backends.cuda.cupy_device import NcclCommunicator
 
     cuda = gpucnn.get_backend("cuda")
     comm = NcclCommunicator(0, 1, lambda value: value)

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn import backend as backend_module
 from gpucnn import datasets, info
-from gpucnn.backends import cupy_device
-from gpucnn.backends.sim import loader
+from gpucnn.backends import registry as backend_module
+from gpucnn.backends.cuda import cupy_device
+from gpucnn.backends.sim import device as loader
 
 REPO = Path(__file__).resolve().parent.parent
 

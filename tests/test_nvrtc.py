@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from gpucnn.backends.kernel_source import kernel_modules, kernel_names, kernel_source
+from gpucnn.backends.cuda.kernel_source import kernel_modules, kernel_names, kernel_source
 
 nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC check needs: pip install cuda-bindings "
                                                           "nvidia-cuda-nvrtc (the 'test' extra)")

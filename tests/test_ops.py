@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from gpucnn.backends.numpy_backend import dropout_mask
+from gpucnn.backends.numpy.backend import dropout_mask
 
 import reference as ref
 
@@ -393,7 +393,7 @@ def test_adam_update(backend, rng, decoupled):
 def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
     """The numpy backend runs convolutions over the batch in chunks; uneven chunks must give the
     same result as the reference, and the weight gradient sums over every chunk."""
-    from gpucnn.backends.numpy_backend import NumpyBackend
+    from gpucnn.backends.numpy.backend import NumpyBackend
 
     monkeypatch.setattr(NumpyBackend, "BATCH_CHUNK", 2)
     backend = NumpyBackend()
@@ -413,8 +413,8 @@ def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
 def test_numpy_weight_gradient_blocked_reduction(rng):
     """A first-layer-like conv (tiny weight, long reduction) takes the blocked path of
     _products_over_long_axis, remainder block included; it must match the reference."""
-    from gpucnn.backends.numpy_backend import NumpyBackend
-    from gpucnn.backends.numpy_conv import _products_over_long_axis
+    from gpucnn.backends.numpy.backend import NumpyBackend
+    from gpucnn.backends.numpy.conv import _products_over_long_axis
 
     a = rng.standard_normal((2, 7, 5 * 1024 + 37)).astype(np.float32)
     b = rng.standard_normal((2, 3, 5 * 1024 + 37)).astype(np.float32)
@@ -433,8 +433,8 @@ def test_numpy_weight_gradient_blocked_reduction(rng):
 def test_numpy_filter_product_in_column_blocks(rng):
     """A few filters over a long im2col matrix are multiplied in column blocks, the last one
     partial; the product must match the plain one, and a conv taking that path the reference."""
-    from gpucnn.backends.numpy_backend import NumpyBackend
-    from gpucnn.backends.numpy_conv import _filter_product
+    from gpucnn.backends.numpy.backend import NumpyBackend
+    from gpucnn.backends.numpy.conv import _filter_product
 
     w_mat = rng.standard_normal((2, 3, 9)).astype(np.float32)
     cols = rng.standard_normal((2, 9, 3 * 4096 + 123)).astype(np.float32)
@@ -451,7 +451,7 @@ def test_numpy_filter_product_in_column_blocks(rng):
 
 
 def test_numpy_scratch_pool_hands_back_by_shape_within_its_limit():
-    from gpucnn.backends.numpy_backend import _Scratch
+    from gpucnn.backends.numpy.backend import _Scratch
 
     pool = _Scratch(limit=3 << 20)
     a = pool.take((256, 1024), np.float32)  # 1 MiB
@@ -471,7 +471,7 @@ def test_numpy_training_steps_equal_with_and_without_buffer_reuse(rng):
     """Steps that recycle the scratch pool's buffers give bit for bit what fresh arrays give: no
     buffer is handed out while something still reads it (batch 160: chunks of 64, 64 and 32)."""
     import gpucnn
-    from gpucnn.backends.numpy_backend import NumpyBackend, _Scratch
+    from gpucnn.backends.numpy.backend import NumpyBackend, _Scratch
 
     def train(reuse):
         backend = NumpyBackend()
@@ -505,7 +505,7 @@ def test_numpy_training_steps_equal_with_and_without_buffer_reuse(rng):
 def test_numpy_maxpool_backward_without_saved_offsets(rng):
     """The numpy backend reuses the forward's winning offsets when handed the very argmax it
     returned; any other argmax array (a copy, a loaded one) takes the general path, same result."""
-    from gpucnn.backends.numpy_backend import NumpyBackend
+    from gpucnn.backends.numpy.backend import NumpyBackend
 
     backend = NumpyBackend()
     x = rng.standard_normal((3, 2, 8, 6)).astype(np.float32)

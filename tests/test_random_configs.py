@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpucnn.backends.shapes import conv_output_size, pool_output_size
+from gpucnn.shapes import conv_output_size, pool_output_size
 
 import reference as ref
 from test_ops import check_maxpool2d

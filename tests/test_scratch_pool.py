@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpucnn.backends.numpy_backend import NumpyBackend, _Scratch
+from gpucnn.backends.numpy.backend import NumpyBackend, _Scratch
 
 ITEMS = _Scratch.MIN_BYTES // 4  # float32 elements in the smallest array the pool keeps
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.backends.shapes import conv_output_size
+from gpucnn.shapes import conv_output_size
 
 import reference as ref
 

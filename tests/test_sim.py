@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.backends.kernel_source import kernel_modules, kernel_names, kernel_source
+from gpucnn.backends.cuda.kernel_source import kernel_modules, kernel_names, kernel_source
 
 from conftest import _sim_reason
 
@@ -212,7 +212,7 @@ def test_index64_build_gives_the_same_results(rng):
 
 
 def test_compile_error_names_file_and_line(tmp_path, monkeypatch):
-    from gpucnn.backends.sim.loader import SimCompileError
+    from gpucnn.backends.sim.device import SimCompileError
 
     monkeypatch.setenv("GPUCNN_SIM_CACHE", str(tmp_path))
     sim = gpucnn.get_backend("cuda-sim")
@@ -223,7 +223,7 @@ def test_compile_error_names_file_and_line(tmp_path, monkeypatch):
 
 
 def test_missing_compiler_says_how_to_install(monkeypatch):
-    from gpucnn.backends.sim import loader
+    from gpucnn.backends.sim import device as loader
 
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setattr(loader.shutil, "which", lambda name: None)
@@ -258,7 +258,7 @@ def test_out_of_bounds_write_is_caught_by_the_sanitizer(tmp_path):
 
 
 def test_builds_are_cached_by_source_and_flags(tmp_path, monkeypatch):
-    from gpucnn.backends.sim import loader
+    from gpucnn.backends.sim import device as loader
 
     monkeypatch.setenv("GPUCNN_SIM_CACHE", str(tmp_path))
     first = loader.build("activations", "float", False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..core.tensor import Tensor
 
 #: set by MPICH (PMI_*), Open MPI (OMPI_*), PMIx launchers and MVAPICH in every process they start
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
@@ -71,7 +71,7 @@ def init(abort_on_error: bool = True) -> int:
     local.Free()
     if abort_on_error:
         _abort_all_on_uncaught_exception(comm)
-    from ..backends.cupy_device import use_device_for_rank
+    from ..backends.cuda.cupy_device import use_device_for_rank
 
     world.gpu = use_device_for_rank(world.local_rank)
     _world = world
@@ -138,7 +138,7 @@ def communicator_for(array: Any) -> Any:
     if type(array).__module__.split(".")[0] != "cupy":
         return world.mpi
     if world.nccl is None:
-        from ..backends.cupy_device import NcclCommunicator
+        from ..backends.cuda.cupy_device import NcclCommunicator
 
         world.nccl = NcclCommunicator(world.rank, world.size, world.mpi.broadcast_object)
     return world.nccl

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.tensor import Parameter, Tensor
 from ..nn.module import Module
-from ..tensor import Parameter, Tensor
 
 DEFAULT_BUCKET_MIB = 4.0
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..autograd import Function
+from ..core.autograd import Function
+from ..core.tensor import Tensor
 from ..functional import as_tensor
 from ..functions.checks import check_float_input, check_same_dtype
-from ..tensor import Tensor
 
 
 class SyncBatchNormFunction(Function):

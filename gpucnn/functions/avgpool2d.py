@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function
-from ..tensor import Tensor
+from ..core.autograd import Function
+from ..core.tensor import Tensor
 from .checks import check_float_input
 from .conv2d import PoolSpec
 from .pooling import check_pool_input

@@ -14,7 +14,7 @@ ones): tests/test_cpu_paths.py bounds it against float64.
 
 from __future__ import annotations
 
-from ..autograd import Function
+from ..core.autograd import Function
 
 
 def _channel_sums(xp, a3):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends.base import FLOAT_DTYPES
-from ..backends.shapes import pair
-from ..tensor import Tensor
+from ..core.tensor import Tensor
+from ..shapes import pair
 
 
 def positive_int(value: Any, label: str, owner: str) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..autograd import Function
-from ..backends.shapes import conv_output_hw, pair, pool_output_hw
-from ..tensor import Tensor
+from ..core.autograd import Function
+from ..core.tensor import Tensor
+from ..shapes import conv_output_hw, pair, pool_output_hw
 from .checks import check_float_input, check_same_dtype
 
 

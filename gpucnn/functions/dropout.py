@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..autograd import Function
+from ..core.autograd import Function
 
 _state = threading.local()
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..autograd import Function
+from ..core.autograd import Function
 
 
 class Linear(Function):

@@ -3,8 +3,8 @@ a ceil-mode partial window is scaled to a full one; p = inf is the window max of
 
 from __future__ import annotations
 
-from ..autograd import Function
-from ..tensor import Tensor
+from ..core.autograd import Function
+from ..core.tensor import Tensor
 from .conv2d import PoolSpec
 from .pooling import check_pool_input
 

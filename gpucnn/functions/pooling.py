@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.shapes import pair, pool_output_hw
-from ..tensor import Tensor
+from ..core.tensor import Tensor
+from ..shapes import pair, pool_output_hw
 from .checks import check_float_input, positive_pair
 from .conv2d import PoolSpec
 

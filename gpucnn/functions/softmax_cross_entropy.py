@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..autograd import Function
+from ..core.autograd import Function
 
 
 class SoftmaxCrossEntropy(Function):

@@ -1,6 +1,6 @@
 """Layers, PyTorch-style: each holds its parameters and writes only ``forward``; none imports CuPy."""
 
-from ..tensor import Parameter
+from ..core.tensor import Parameter
 from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .basic import Dropout, Flatten, Identity, Linear
 from .containers import Concat, ModuleList, Sequential

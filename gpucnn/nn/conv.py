@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..backends.shapes import conv_output_size
 from ..functions.checks import positive_int, positive_pair
 from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d
 from ..init import DEFAULT_INIT, initial_bias, initialize
+from ..shapes import conv_output_size
 from .module import Module, as_float_dtype, new_parameter
 
 Padding = int | tuple[int, int] | str

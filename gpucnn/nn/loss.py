@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor
+from ..core.tensor import Tensor
 from .module import Module
 
 
@@ -48,7 +48,7 @@ class MSELoss(Module):
 
 def accuracy(logits: Any, labels: Any) -> float:
     """Fraction of rows whose largest logit is the label."""
-    from ..backend import backend_of, get_backend
+    from ..backends.registry import backend_of, get_backend
 
     def host(a: Any) -> np.ndarray:
         return a.numpy() if isinstance(a, Tensor) else get_backend(backend_of(a)).to_numpy(a)

@@ -11,11 +11,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..autograd import current_tracer, no_grad
-from ..backend import get_backend
 from ..backends.base import FLOAT_DTYPES, Backend
+from ..backends.registry import get_backend
+from ..core.autograd import current_tracer, no_grad
+from ..core.tensor import Parameter, Tensor
 from ..functions.checks import check_float_input, check_same_dtype
-from ..tensor import Parameter, Tensor
 
 #: keyword arguments PyTorch layers take that gpucnn's do not, and what to do instead
 _PYTORCH_ONLY = {

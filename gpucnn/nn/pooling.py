@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..backends.shapes import pool_output_size
 from ..functions.avgpool2d import adaptive_avg_pool2d, avg_pool2d
 from ..functions.checks import positive_int, positive_pair
 from ..functions.lppool2d import lp_pool2d
 from ..functions.maxpool2d import max_pool2d, relu_max_pool2d
 from ..functions.pooling import pool_spec
+from ..shapes import pool_output_size
 from .module import Module, as_float_dtype, new_parameter
 
 

@@ -13,11 +13,11 @@ import threading
 
 import numpy as np
 
-from .base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
-from .cpu_threads import BatchHalves
-from .numpy_conv import ConvolutionPaths
-from .numpy_conv_cnhw import CnhwConvolutions
-from .numpy_windows import (
+from ..base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
+from .conv import ConvolutionPaths
+from .conv_cnhw import CnhwConvolutions
+from .threads import BatchHalves
+from .windows import (
     _avg_divisor,
     _pad,
     _pool_geometry,

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .base import (
+from ...shapes import conv_output_hw, pool_output_hw
+from ..base import (
     FLOAT_DTYPES,
     Backend,
     adam_step_factors,
@@ -22,7 +23,6 @@ from .base import (
     dropout_scale,
     dropout_threshold,
 )
-from .shapes import conv_output_hw, pool_output_hw
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
 # conv2d.cu's kernel variants; a kernel learns which one it runs from its block size. Per product:

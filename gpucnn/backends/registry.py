@@ -13,24 +13,24 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .backends.base import Backend
+from .base import Backend
 
 
 def _make_numpy() -> Backend:
-    from .backends.numpy_backend import NumpyBackend
+    from .numpy.backend import NumpyBackend
 
     return NumpyBackend()
 
 
 def _make_cuda() -> Backend:
-    from .backends.cupy_device import make_cuda_backend
+    from .cuda.cupy_device import make_cuda_backend
 
     return make_cuda_backend()
 
 
 def _make_cuda_sim() -> Backend:
-    from .backends.cuda_backend import CudaBackend
-    from .backends.sim.loader import SimDevice
+    from .cuda.launchers import CudaBackend
+    from .sim.device import SimDevice
 
     return CudaBackend(SimDevice(), name="cuda-sim")
 
@@ -52,8 +52,8 @@ def available_backends() -> list[str]:
 
 def backend_classes() -> dict[str, type]:
     """The class behind each backend name, without instantiating (for the contract test)."""
-    from .backends.cuda_backend import CudaBackend
-    from .backends.numpy_backend import NumpyBackend
+    from .cuda.launchers import CudaBackend
+    from .numpy.backend import NumpyBackend
 
     return {"numpy": NumpyBackend, "cuda": CudaBackend, "cuda-sim": CudaBackend}
 

@@ -23,7 +23,7 @@ _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([\w./-]+)"[ \t]*$', re.MULT
 def kernel_dir() -> Path:
     """The folder holding the .cu files: gpucnn/kernels/ when installed (pyproject.toml maps the
     repository's kernels/ there), or kernels/ beside the package in a source checkout."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]  # gpucnn/, from gpucnn/backends/cuda/
     for candidate in (package / "kernels", package.parent / "kernels"):
         if (candidate / "common.cuh").is_file():
             return candidate

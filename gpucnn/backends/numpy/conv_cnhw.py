@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import cpu_threads
-from .numpy_conv import _filter_product, _products_over_long_axis
+from . import threads as cpu_threads
+from .conv import _filter_product, _products_over_long_axis
 
 
 class _FlatGeometry(NamedTuple):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..autograd import Function
-from ..tensor import Tensor
+from .autograd import Function
+from .tensor import Tensor
 
 
 def sum_to_shape(g: Any, shape: tuple[int, ...]) -> Any:
@@ -244,7 +244,7 @@ class ToBackend(Function):
 
     @staticmethod
     def forward(ctx, a, backend):
-        from ..backend import get_backend
+        from ..backends.registry import get_backend
 
         ctx.source, ctx.backend = ctx.backend, get_backend(backend)
         if ctx.backend is ctx.source:

@@ -1,6 +1,6 @@
 """Tensor: a backend array, its gradient, and the link to the call that made it.
 
-Operators record Functions (``gpucnn/functions/basic.py``); this file holds no math. Python
+Operators record Functions (``gpucnn/core/tensor_ops.py``); this file holds no math. Python
 scalars take the tensor's dtype, so ``x32 * 0.5`` stays float32.
 """
 
@@ -10,37 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import FLOAT_DTYPES, Backend
+from ..backends.base import FLOAT_DTYPES, Backend
 
 
 def _infer_backend(data: Any) -> Backend:
     """A CuPy array is on ``cuda``; a host array on the current backend when that computes on
     the host (numpy or cuda-sim), else on ``numpy``."""
-    from .backend import get_backend
+    from ..backends.registry import get_backend
 
     if type(data).__module__.split(".")[0] == "cupy":
         return get_backend("cuda")
     current = get_backend()
     return current if current.owns(data) else get_backend("numpy")
-
-
-def backend_for_arrays(tensors: list[Tensor], owner: str) -> Backend:
-    """The one backend an op over ``tensors`` runs on. Host backends (numpy, cuda-sim) share
-    arrays, so tensors of both meet on the more specific one; a CuPy and a NumPy tensor do not."""
-    if not tensors:
-        from .backend import get_backend
-
-        return get_backend()
-    chosen = tensors[0].backend
-    for t in tensors[1:]:
-        if t.backend is chosen:
-            continue
-        if chosen.owns(t.data) and t.backend.owns(tensors[0].data):
-            chosen = chosen if t.backend.name == "numpy" else t.backend
-            continue
-        raise TypeError(f"{owner}: tensors on different backends ({chosen.name!r} and {t.backend.name!r}); "
-                        f"move them with .to(...) first")
-    return chosen
 
 
 class Tensor:
@@ -150,7 +131,7 @@ class Tensor:
 
     def to(self, backend: str | Backend) -> Tensor:
         """This tensor on another backend (differentiable: the gradient travels back)."""
-        from .functions.basic import ToBackend
+        from .tensor_ops import ToBackend
 
         return ToBackend.apply(self, backend)
 
@@ -291,12 +272,12 @@ class Tensor:
 
 
 def _basic() -> Any:
-    # functions.basic imports this module, so it is imported on first use, then kept
+    # tensor_ops imports this module (the core's one cycle), so it is imported on first use, then kept
     global _basic_module
     if _basic_module is None:
-        from .functions import basic
+        from . import tensor_ops
 
-        _basic_module = basic
+        _basic_module = tensor_ops
     return _basic_module
 
 
@@ -356,7 +337,7 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend: s
 
     Python floats become float32, as in PyTorch; arrays keep their dtype unless ``dtype`` is given.
     """
-    from .backend import get_backend
+    from ..backends.registry import get_backend
 
     if isinstance(data, Tensor):
         data = data.numpy()

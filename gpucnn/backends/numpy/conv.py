@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .base import (
+from ...shapes import conv_output_hw, pool_output_hw
+from ..base import (
     ConvPoolState,
     composed_conv2d_relu_maxpool2d_backward,
     composed_conv2d_relu_maxpool2d_forward,
 )
-from .numpy_windows import _mark_dead_windows, _max_of_four_with_offset, _running_max, _tiled_windows, _windows_tile
-from .shapes import conv_output_hw, pool_output_hw
+from .windows import _mark_dead_windows, _max_of_four_with_offset, _running_max, _tiled_windows, _windows_tile
 
 if TYPE_CHECKING:
-    from .numpy_backend import _Scratch
+    from .backend import _Scratch
 
 
 def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> np.ndarray:

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ConvPoolState
-from .shapes import conv_output_hw
+from ...shapes import conv_output_hw
+from ..base import ConvPoolState
 
 _lock = threading.Lock()  # one pair at a time: a second caller (another user thread) runs serially
 _state: dict[str, Any] = {}

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .cuda_backend import CaptureGuard, CudaBackend
 from .kernel_source import kernel_source, real_type
+from .launchers import CaptureGuard, CudaBackend
 
 INSTALL_HINT = ("pip install 'gpucnn[cuda12]' for a CUDA 12 driver or 'gpucnn[cuda13]' for CUDA 13 "
                 "(see nvidia-smi for your driver's CUDA version)")
@@ -301,7 +301,7 @@ class NcclCommunicator:
         return _Done(self.sum(flat))
 
     def sum(self, flat: Any) -> Any:
-        from ..distributed.comm import padded_split, sum_in_rank_order
+        from ...distributed.comm import padded_split, sum_in_rank_order
 
         cupy, n, kind = self.cupy, self.size, self._type(flat.dtype)
         stream = cupy.cuda.get_current_stream().ptr

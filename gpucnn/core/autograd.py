@@ -13,7 +13,27 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .tensor import Tensor, backend_for_arrays
+from ..backends.base import Backend
+from .tensor import Tensor
+
+
+def backend_for_arrays(tensors: list[Tensor], owner: str) -> Backend:
+    """The one backend an op over ``tensors`` runs on. Host backends (numpy, cuda-sim) share
+    arrays, so tensors of both meet on the more specific one; a CuPy and a NumPy tensor do not."""
+    if not tensors:
+        from ..backends.registry import get_backend
+
+        return get_backend()
+    chosen = tensors[0].backend
+    for t in tensors[1:]:
+        if t.backend is chosen:
+            continue
+        if chosen.owns(t.data) and t.backend.owns(tensors[0].data):
+            chosen = chosen if t.backend.name == "numpy" else t.backend
+            continue
+        raise TypeError(f"{owner}: tensors on different backends ({chosen.name!r} and {t.backend.name!r}); "
+                        f"move them with .to(...) first")
+    return chosen
 
 
 class _ThreadState(threading.local):
