@@ -1,0 +1,3 @@
+"""The CUDA face: launchers.py turns each contract op into launches of kernels/*.cu (shared by the `cuda`
+backend on a GPU and the `cuda-sim` backend on the CPU); cupy_device.py is the GPU device, the only file
+that imports CuPy; kernel_source.py finds and reads the .cu files for every compiler."""
