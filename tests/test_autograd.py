@@ -10,6 +10,7 @@ import functools
 import numpy as np
 import pytest
 from gradcheck import check_gradients
+from support import make_input
 
 import gpucnn
 import gpucnn.functional as F
@@ -17,20 +18,6 @@ from gpucnn.functions.conv2d import Conv2d as Conv2dFunction
 from gpucnn.models import LENET5_C3_TABLE
 
 F64 = np.float64
-
-
-def make_input(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
-    """'normal'; 'positive' (in [0.5, 2]: logs, roots, divisors); 'distinct' (values 1/7 apart,
-    half of them negative: max pooling has no ties, ReLU no kink); 'kinked' (normal, clear of 0)."""
-    if kind == "positive":
-        return rng.uniform(0.5, 2.0, shape)
-    if kind == "distinct":
-        n = int(np.prod(shape))
-        return (rng.permutation(n).reshape(shape) - n / 2 + 0.5) / 7.0
-    x = rng.standard_normal(shape)
-    if kind == "kinked":
-        x[np.abs(x) < 1e-3] = 0.5
-    return x
 
 
 def case(fn, *shapes, kind="normal"):

@@ -449,7 +449,8 @@ class CudaBackend(Backend):
         row_loss, grad = self._softmax_rows(logits, labels, label_smoothing)
         if not logits.shape[0]:  # the mean over no rows, as PyTorch's: NaN
             return self.xp.full((), np.nan, dtype=logits.dtype), grad
-        return row_loss.sum() / logits.dtype.type(logits.shape[0]), grad
+        # a 0-d array, as the contract says: NumPy (cuda-sim) would give a scalar, which has no .flags
+        return self.xp.asarray(row_loss.sum() / logits.dtype.type(logits.shape[0])), grad
 
     def softmax_cross_entropy_accumulate(self, logits, labels, total, label_smoothing=0.0):
         logits = self._input(logits, "softmax_cross_entropy_accumulate logits")
