@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import cache_dir
 from .progress import progress_bar
 
 #: SHA-256 of each decompressed file (the gzip bytes differ between mirrors)
@@ -89,12 +90,6 @@ def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
                                f"{sha256}. The file is corrupt, truncated or a different file; delete it and "
                                f"download it again")
     return parse_idx(data, str(path))
-
-
-def cache_dir() -> Path:
-    """gpucnn's per-user cache: MNIST in its ``mnist/`` (``mnist_cache_dir``), cuda-sim builds in ``sim/``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gpucnn"
 
 
 def mnist_cache_dir() -> Path:

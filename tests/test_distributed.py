@@ -192,7 +192,7 @@ def test_sync_batchnorm_with_one_rank_is_batchnorm_and_conversion_keeps_the_laye
 def test_nccl_communicator_on_one_gpu():
     if not gpucnn.cuda_is_available():
         pytest.skip("NCCL needs CuPy and a GPU")
-    from gpucnn.backends.cuda.cupy_device import NcclCommunicator
+    from gpucnn.distributed.nccl import NcclCommunicator
 
     cuda = gpucnn.get_backend("cuda")
     comm = NcclCommunicator(0, 1, lambda value: value)
@@ -200,3 +200,11 @@ def test_nccl_communicator_on_one_gpu():
     assert np.array_equal(cuda.to_numpy(comm.sum(values)), np.arange(10))
     assert np.array_equal(cuda.to_numpy(comm.start_sum(values).wait()), np.arange(10))
     assert np.array_equal(cuda.to_numpy(comm.broadcast_(values, 0)), np.arange(10))
+
+
+def test_the_nccl_module_loads_without_importing_cupy():
+    # it reaches CuPy through cupy_device.nccl_modules() when a communicator is made, never on import
+    code = "import sys, gpucnn.distributed.nccl; print('cupy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

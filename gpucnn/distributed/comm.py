@@ -5,7 +5,7 @@ count and the MPI build decide), so the same run could change in the last bit fr
 another. Here a sum is an all-to-all, then each rank adds its slice of every rank's buffer in rank
 order (((r0 + r1) + r2) + ...), then an all-gather: every rank gets the same bits, run after run, for a
 given world size, and the bytes sent per rank are those of a ring all-reduce, 2 (n-1)/n of the buffer.
-The NCCL communicator (``gpucnn/backends/cuda/cupy_device.py``) runs the same three steps on the GPU.
+The NCCL communicator (``nccl.py``) runs the same three steps on the GPU.
 """
 
 from __future__ import annotations

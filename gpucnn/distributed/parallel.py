@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.tensor import Parameter, Tensor
 from ..nn.module import Module
+from .world import broadcast, communicator_for, world_size
 
 DEFAULT_BUCKET_MIB = 4.0
 
@@ -33,8 +34,6 @@ class DataParallel(Module):
     """
 
     def __init__(self, module: Module, bucket_mib: float = DEFAULT_BUCKET_MIB, broadcast_buffers: bool = True) -> None:
-        from . import broadcast, world_size
-
         super().__init__()
         self.module = module
         object.__setattr__(self, "backend", module.backend)
@@ -54,8 +53,6 @@ class DataParallel(Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.module(*args, **kwargs)
         if self.training and self.world > 1 and self.broadcast_buffers:
-            from . import broadcast
-
             # as PyTorch's DDP, BatchNorm's running statistics are rank 0's; after the forward that
             # updated them, so that every rank holds the same state at any time between steps and
             # evaluation on all ranks, and rank 0's checkpoint, agree
@@ -106,8 +103,6 @@ class DataParallel(Module):
             self.finish_gradient_sync()
 
     def _start(self, index: int) -> None:
-        from . import communicator_for
-
         bucket = self.buckets[index]
         xp = bucket[0].backend.xp
         had_grad = [p.grad is not None for p in bucket]

@@ -16,13 +16,12 @@ from ..core.autograd import Function
 from ..core.tensor import Tensor
 from ..functional import as_tensor
 from ..functions.checks import check_float_input, check_same_dtype
+from .world import all_reduce
 
 
 class SyncBatchNormFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
-        from . import all_reduce
-
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         count = all_reduce(x.size // x.shape[1])  # a host int over MPI: no device round trip on a GPU
@@ -44,8 +43,6 @@ class SyncBatchNormFunction(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from . import all_reduce
-
         xhat, inv_std, weight = ctx.saved_tensors
         axes, shape, xp = ctx.axes, ctx.shape, ctx.xp
         dweight = dbias = dx = None

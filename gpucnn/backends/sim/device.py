@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ...cache import cache_dir
 from ..cuda.kernel_source import expand_includes, kernel_names, kernel_source, real_type
 from ..cuda.launchers import CaptureGuard
 
@@ -70,8 +71,6 @@ def _asan_loaded() -> bool:
 def cache_root() -> Path:
     if os.environ.get("GPUCNN_SIM_CACHE"):
         return Path(os.environ["GPUCNN_SIM_CACHE"])
-    from ...datasets import cache_dir
-
     return cache_dir() / "sim"
 
 
