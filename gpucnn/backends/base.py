@@ -1,45 +1,17 @@
-"""What every backend shares: its name, its array namespace and the host/device movers."""
+"""What backend implementations share: dtypes, dropout's hash, Adam's factors and the composed
+Conv2d -> ReLU -> MaxPool2d op. The contract class ``Backend`` and the op state ``ConvPoolState`` live in
+contract.py; they are imported here too, so ``from gpucnn.backends.base import Backend`` names the same class."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from .contract import Backend, ConvPoolState
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-class Backend:
-    """Base class. Subclasses implement every op of ``contract.OPS``."""
-
-    name: str = "abstract"
-    xp: ModuleType = np
-    #: the array type this backend computes on (``numpy.ndarray`` or ``cupy.ndarray``)
-    array_type: type = np.ndarray
-    #: in eval mode a Sequential runs batches larger than this in chunks of this many samples,
-    #: so that every layer's activations stay in cache (None: whole batches, as a GPU wants)
-    eval_batch_chunk: int | None = None
-
-    def owns(self, a: Any) -> bool:
-        """True when ``a`` is an array this backend computes on."""
-        return isinstance(a, self.array_type)
-
-    def synchronize(self) -> None:
-        """Wait for queued device work (a no-op on the host)."""
-
-    def over_batch(self, body: Callable[[int, int], Any], n: int, elements: int) -> list[Any]:
-        """Runs ``body(lo, hi)`` over the batch rows [0, n) and returns its results in row order.
-        Here that is one call, ``[body(0, n)]``; the NumPy backend with its threads on may run a pass
-        over ``elements`` >= a threshold as two halves at once (cpu_threads.BatchHalves). Glue written
-        on the array namespace (BatchNorm) uses it for its whole-array passes; a caller sums the results
-        in the order given, so a one-call run is bit for bit the unsplit code."""
-        return [body(0, n)]
-
-    def __repr__(self) -> str:
-        return f"<gpucnn backend {self.name!r}>"
 
 
 def dropout_threshold(p: float) -> int:
@@ -74,24 +46,6 @@ def hash32(value: int) -> int:
     x = (x * 0x846CA68B) & 0xFFFFFFFF
     x ^= x >> 16
     return x
-
-
-class ConvPoolState:
-    """What conv2d_relu_maxpool2d_forward keeps for its backward pass: opaque to the caller, and
-    used up by one backward (the CPU backend recycles its buffers then), on every backend alike."""
-
-    __slots__ = ("kind", "_parts")
-
-    def __init__(self, kind: str, parts: tuple) -> None:
-        self.kind = kind  # which forward made it: "composed" or a backend's own fused version
-        self._parts: tuple | None = parts
-
-    def use(self) -> tuple:
-        if self._parts is None:
-            raise ValueError("conv2d_relu_maxpool2d_backward: this forward state was used up by an earlier "
-                             "backward pass; run the forward again")
-        parts, self._parts = self._parts, None
-        return parts
 
 
 # x: (N, C, H, W) -> y: (N, K, PH, PW)

@@ -1,8 +1,10 @@
-"""The backend contract: every op a backend must implement, with its shapes.
+"""The backend contract: every op a backend must implement, with its signature and shapes.
 
 Layers call only these ops (plus the array namespace ``backend.xp`` for glue such as
-reshapes and matmuls), so a new backend slots in by implementing this list. The test
-``tests/test_backend_switch.py`` checks that every registered backend class does.
+reshapes and matmuls), so a new backend slots in by subclassing ``Backend`` and implementing
+each abstract method with the signature given here (same parameter names, order and defaults;
+Python cannot instantiate a subclass that leaves one out). ``tests/test_contract.py`` checks
+both for every registered backend class.
 
 Conventions:
 - Arrays are NCHW and C-contiguous on return; ``real`` is float32 or float64.
@@ -10,135 +12,386 @@ Conventions:
   so that asymmetric ``'same'`` padding for even kernels needs no special case.
 - Pooling ``kernel``/``stride``/``padding`` are ``(kh, kw)``, ``(sh, sw)``, ``(ph, pw)``.
 - Ops never modify their inputs unless the contract says "in place".
+
+``base.py`` re-exports ``Backend`` beside the helpers implementations share, so either import works.
 """
 
 from __future__ import annotations
 
-OPS: dict[str, str] = {
-    # convolution
-    "conv2d_forward": (
-        "(x, w, b|None, stride, padding, dilation, groups, relu=False, keep_for_backward=False) -> y; "
-        "x: (N, C, H, W), w: (K, C/groups, KH, KW), b: (K,) -> y: (N, K, OH, OW); "
-        "relu=True fuses max(y, 0) into the epilogue; keep_for_backward hints that conv2d_backward "
-        "will follow on the same x (a backend may keep work for it)"
-    ),
-    "conv2d_backward": (
-        "(dy, x, w, stride, padding, dilation, groups, need_input_grad=True) -> (dx|None, dw, db); "
-        "dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/groups, KH, KW), db: (K,)"
-    ),
-    "conv2d_relu_maxpool2d_forward": (
-        "(x, w, b|None, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, ceil_mode, "
-        "keep_for_backward=False) -> (y, saved); y = maxpool2d(relu(conv2d(x))), bit for bit what the three "
-        "ops give; x: (N, C, H, W) -> y: (N, K, PH, PW); saved: backend-specific state for the backward "
-        "(None unless keep_for_backward), used up by one backward pass (ValueError on a second). "
-        "base.composed_conv2d_relu_maxpool2d_forward runs the three ops; a backend may fuse them"
-    ),
-    "conv2d_relu_maxpool2d_backward": (
-        "(dy, saved, x, w, stride, padding, dilation, groups, kernel, pool_stride, pool_padding, "
-        "need_input_grad=True) -> (dx|None, dw, db); dy: (N, K, PH, PW); the same gradients, bit for bit, "
-        "as relu_backward on the pooled output, maxpool2d_backward and conv2d_backward"
-    ),
-    # pooling
-    "maxpool2d_forward": (
-        "(x, kernel, stride, padding, ceil_mode) -> (y, argmax); "
-        "x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW) index into the H*W plane"
-    ),
-    "maxpool2d_backward": (
-        "(dy, argmax, x_shape, kernel, stride, padding, relu_output=None) -> dx: (N, C, H, W); relu_output: "
-        "the pooled output y when the pooling's input was a ReLU's output: dy is masked by y > 0 first, bit for "
-        "bit relu_backward(dy, y), so ReLU -> MaxPool2d's backward is one op"
-    ),
-    "avgpool2d_forward": (
-        "(x, kernel, stride, padding, ceil_mode, count_include_pad) -> y; "
-        "x: (N, C, H, W) -> y: (N, C, OH, OW)"
-    ),
-    "avgpool2d_backward": (
-        "(dy, x_shape, kernel, stride, padding, ceil_mode, count_include_pad) -> dx: (N, C, H, W)"
-    ),
-    "lppool2d_forward": (
-        "(x, norm_type, kernel, stride, ceil_mode) -> y; x: (N, C, H, W) -> y: (N, C, OH, OW); "
-        "norm_type > 0, or inf for the window max of |x| (as PyTorch)"
-    ),
-    "lppool2d_backward": (
-        "(dy, x, y, norm_type, kernel, stride, ceil_mode) -> dx: (N, C, H, W); only zero-norm windows pass "
-        "no gradient (NaN stays NaN); y is not read when norm_type is inf"
-    ),
-    # activations (elementwise, any shape)
-    "relu_forward": "(x) -> y",
-    "relu_backward": "(dy, y) -> dx  (from the saved output, so the forward may run in place)",
-    "leaky_relu_forward": "(x, negative_slope) -> y",
-    "leaky_relu_backward": "(dy, x, negative_slope) -> dx",
-    "sigmoid_forward": "(x) -> y",
-    "sigmoid_backward": "(dy, y) -> dx",
-    "tanh_forward": "(x) -> y",
-    "tanh_backward": "(dy, y) -> dx",
-    "dropout_forward": (
-        "(x, p, seed) -> (y, mask); mask: uint8, same shape; the mask is a pure function of "
-        "(seed, flat index), identical on every backend"
-    ),
-    "dropout_forward_stepped": (
-        "(x, p, keys, step, slot) -> (y, mask); dropout_forward with the key (dropout_key of a seed) read from "
-        "device memory: keys: uint32 (steps, slots), step: int64 (1,), the key keys[step[0], slot] (CUDA graphs)"
-    ),
-    "dropout_backward": "(dy, mask, p) -> dx",
-    # fully connected
-    "linear_forward": (
-        "(x, w, b|None, relu=False) -> y; x: (M, K), w: (N, K), b: (N,) -> y: (M, N) = x @ w.T + b; "
-        "relu=True fuses max(y, 0) into the epilogue"
-    ),
-    "linear_backward": (
-        "(dy, x, w, need_input_grad=True, relu_output=None) -> (dx|None, dw, db); dy: (M, N) -> dx: (M, K) = "
-        "dy @ w, dw: (N, K) = dy.T @ x, db: (N,) = dy summed over rows; relu_output: the forward's output when "
-        "it ran with relu=True: dy is masked by y > 0 first, bit for bit relu_backward(dy, y)"
-    ),
-    # loss
-    "softmax_cross_entropy": (
-        "(logits, labels, label_smoothing=0.0) -> (loss, dlogits); logits: (N, K), labels: int (N,) -> "
-        "loss: 0-d array (mean over N of (1 - eps) * -log p[label] + eps * mean_k -log p[k], eps = "
-        "label_smoothing in [0, 1], PyTorch's unweighted definition), dlogits: (N, K) = "
-        "(softmax - (1 - eps) * onehot - eps / K) / N; eps = 0 is exactly the plain (softmax - onehot) / N; "
-        "N = 0 gives a NaN loss (the mean of nothing, as PyTorch's) and an empty dlogits"
-    ),
-    "softmax_cross_entropy_accumulate": (
-        "(logits, labels, total, label_smoothing=0.0) -> dlogits; labels: int32 (N,); dlogits bit for bit "
-        "softmax_cross_entropy's; total: float64 (1,), in place += the N rows' losses, added in order in float64"
-    ),
-    # a training step's data and counter, on the device (CUDA graphs: nothing per step is an argument)
-    "gather_batch": (
-        "(images, labels, order, offsets|None, step, batch_stride, count, max_shift, background) -> (x, y); "
-        "images: (N, C, H, W), labels, order: int32 (N,), offsets: int32 (N, 2), step: int64 (1,), background: a "
-        "0-d or (1,) array of the images' dtype; row b is image order[step[0] * batch_stride + b] shifted by its "
-        "offsets row (dy, dx) (x[b, c, h, w] = image[c, h + dy, w + dx], background outside) when max_shift > 0; "
-        "x: (count, C, H, W), y: int32 (count,) its labels"
-    ),
-    "step_advance": "(step) -> None; step: int64 (1,), in place += 1",
-    # optimizer updates (in place on param and state)
-    "sgd_update": "(param, grad, velocity|None, lr, momentum, weight_decay, nesterov) -> None",
-    "adam_update": (
-        "(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None"
-    ),
-    "sgd_update_many": (
-        "(params, grads, velocities|None, lr, momentum, weight_decay, nesterov) -> None; equally long lists, "
-        "bit for bit sgd_update on each (param, grad, velocity); a backend may update them all at once"
-    ),
-    "adam_update_many": (
-        "(params, grads, ms, vs, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None; bit for bit "
-        "adam_update on each (param, grad, m, v); a backend may update them all at once"
-    ),
-    "sgd_update_many_stepped": (
-        "(params, grads, velocities|None, hyper, step, nesterov) -> None; bit for bit sgd_update_many with lr, "
-        "momentum, weight_decay from row step[0] of hyper: (steps, 3) of the params' dtype; step: int64 (1,)"
-    ),
-    "adam_update_many_stepped": (
-        "(params, grads, ms, vs, hyper, step, decoupled) -> None; bit for bit adam_update_many with row step[0] of "
-        "hyper: (steps, 7) of lr, beta1, beta2, eps, weight_decay, lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)"
-    ),
-    # host/device movement
-    "asarray": "(array_like, dtype=None) -> array on this backend",
-    "to_numpy": "(array) -> numpy.ndarray",
-}
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+#: a NumPy or CuPy ndarray: whichever this backend's ``array_type`` is (NumPy for ``cuda-sim``)
+Array = Any
+#: ``(h, w)``: a stride, dilation, pooling kernel, pooling stride or pooling padding
+Pair = tuple[int, int]
+#: a convolution's ``(top, bottom, left, right)`` padding
+Padding = tuple[int, int, int, int]
+Shape = tuple[int, ...]
+
+
+class ConvPoolState:
+    """What conv2d_relu_maxpool2d_forward keeps for its backward pass: opaque to the caller, and
+    used up by one backward (the CPU backend recycles its buffers then), on every backend alike."""
+
+    __slots__ = ("kind", "_parts")
+
+    def __init__(self, kind: str, parts: tuple) -> None:
+        self.kind = kind  # which forward made it: "composed" or a backend's own fused version
+        self._parts: tuple | None = parts
+
+    def use(self) -> tuple:
+        if self._parts is None:
+            raise ValueError("conv2d_relu_maxpool2d_backward: this forward state was used up by an earlier "
+                             "backward pass; run the forward again")
+        parts, self._parts = self._parts, None
+        return parts
+
+
+class Backend(ABC):
+    """What every backend is: a name, an array namespace, host/device movement and the contract ops."""
+
+    name: str = "abstract"
+    xp: ModuleType = np
+    #: the array type this backend computes on (``numpy.ndarray`` or ``cupy.ndarray``)
+    array_type: type = np.ndarray
+    #: in eval mode a Sequential runs batches larger than this in chunks of this many samples,
+    #: so that every layer's activations stay in cache (None: whole batches, as a GPU wants)
+    eval_batch_chunk: int | None = None
+
+    def owns(self, a: Any) -> bool:
+        """True when ``a`` is an array this backend computes on."""
+        return isinstance(a, self.array_type)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the host)."""
+        return None  # a default, not an op left to implement: host backends have nothing to wait for
+
+    def over_batch(self, body: Callable[[int, int], Any], n: int, elements: int) -> list[Any]:
+        """Runs ``body(lo, hi)`` over the batch rows [0, n) and returns its results in row order.
+        Here that is one call, ``[body(0, n)]``; the NumPy backend with its threads on may run a pass
+        over ``elements`` >= a threshold as two halves at once (numpy/threads.py, BatchHalves). Glue written
+        on the array namespace (BatchNorm) uses it for its whole-array passes; a caller sums the results
+        in the order given, so a one-call run is bit for bit the unsplit code."""
+        return [body(0, n)]
+
+    def __repr__(self) -> str:
+        return f"<gpucnn backend {self.name!r}>"
+
+    # ------------------------------------------------------------------ host/device movement
+    @abstractmethod
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        """``a`` (anything array-like) as an array on this backend, of ``dtype`` when given."""
+
+    @abstractmethod
+    def to_numpy(self, a: Array) -> np.ndarray:
+        """``a`` as a ``numpy.ndarray`` in host memory."""
+
+    # ------------------------------------------------------------------ convolution
+    @abstractmethod
+    def conv2d_forward(self, x: Array, w: Array, b: Array | None, stride: Pair, padding: Padding, dilation: Pair,
+                       groups: int, relu: bool = False, keep_for_backward: bool = False) -> Array:
+        """The grouped 2-D convolution of ``x`` with the filters ``w``, plus ``b`` when given.
+
+        x: (N, C, H, W), w: (K, C/groups, KH, KW), b: (K,) -> y: (N, K, OH, OW)
+
+        ``relu=True`` fuses max(y, 0) into the epilogue; ``keep_for_backward`` hints that
+        conv2d_backward will follow on the same x (a backend may keep work for it).
+        """
+
+    @abstractmethod
+    def conv2d_backward(self, dy: Array, x: Array, w: Array, stride: Pair, padding: Padding, dilation: Pair,
+                        groups: int, need_input_grad: bool = True) -> tuple[Array | None, Array, Array]:
+        """The gradients of conv2d_forward: ``(dx, dw, db)``, dx None unless ``need_input_grad``.
+
+        dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/groups, KH, KW), db: (K,)
+        """
+
+    @abstractmethod
+    def conv2d_relu_maxpool2d_forward(self, x: Array, w: Array, b: Array | None, stride: Pair, padding: Padding,
+                                      dilation: Pair, groups: int, kernel: Pair, pool_stride: Pair,
+                                      pool_padding: Pair, ceil_mode: bool,
+                                      keep_for_backward: bool = False) -> tuple[Array, ConvPoolState | None]:
+        """``(y, saved)``: y = maxpool2d(relu(conv2d(x))), bit for bit what the three ops give.
+
+        x: (N, C, H, W) -> y: (N, K, PH, PW)
+
+        ``saved`` is backend-specific state for the backward (None unless ``keep_for_backward``),
+        used up by one backward pass (ValueError on a second).
+        ``base.composed_conv2d_relu_maxpool2d_forward`` runs the three ops; a backend may fuse them.
+        """
+
+    @abstractmethod
+    def conv2d_relu_maxpool2d_backward(self, dy: Array, saved: ConvPoolState, x: Array, w: Array, stride: Pair,
+                                       padding: Padding, dilation: Pair, groups: int, kernel: Pair,
+                                       pool_stride: Pair, pool_padding: Pair,
+                                       need_input_grad: bool = True) -> tuple[Array | None, Array, Array]:
+        """``(dx, dw, db)`` of conv2d_relu_maxpool2d_forward, from its ``saved`` state.
+
+        dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/groups, KH, KW), db: (K,)
+
+        The same gradients, bit for bit, as relu_backward on the pooled output, maxpool2d_backward
+        and conv2d_backward.
+        """
+
+    # ------------------------------------------------------------------ pooling
+    @abstractmethod
+    def maxpool2d_forward(self, x: Array, kernel: Pair, stride: Pair, padding: Pair,
+                          ceil_mode: bool) -> tuple[Array, Array]:
+        """``(y, argmax)``: each window's maximum and where it is.
+
+        x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW) index into the H*W plane
+        """
+
+    @abstractmethod
+    def maxpool2d_backward(self, dy: Array, argmax: Array, x_shape: Shape, kernel: Pair, stride: Pair,
+                           padding: Pair, relu_output: Array | None = None) -> Array:
+        """Routes each window's gradient to its argmax.
+
+        dy: (N, C, OH, OW) -> dx: (N, C, H, W)
+
+        ``relu_output``: the pooled output y when the pooling's input was a ReLU's output: dy is
+        masked by y > 0 first, bit for bit relu_backward(dy, y), so ReLU -> MaxPool2d's backward is one op.
+        """
+
+    @abstractmethod
+    def avgpool2d_forward(self, x: Array, kernel: Pair, stride: Pair, padding: Pair, ceil_mode: bool,
+                          count_include_pad: bool) -> Array:
+        """Each window's mean.
+
+        x: (N, C, H, W) -> y: (N, C, OH, OW)
+        """
+
+    @abstractmethod
+    def avgpool2d_backward(self, dy: Array, x_shape: Shape, kernel: Pair, stride: Pair, padding: Pair,
+                           ceil_mode: bool, count_include_pad: bool) -> Array:
+        """The gradient of avgpool2d_forward.
+
+        dy: (N, C, OH, OW) -> dx: (N, C, H, W)
+        """
+
+    @abstractmethod
+    def lppool2d_forward(self, x: Array, norm_type: float, kernel: Pair, stride: Pair, ceil_mode: bool) -> Array:
+        """Each window's L_p norm, p = ``norm_type``.
+
+        x: (N, C, H, W) -> y: (N, C, OH, OW)
+
+        norm_type > 0, or inf for the window max of |x| (as PyTorch).
+        """
+
+    @abstractmethod
+    def lppool2d_backward(self, dy: Array, x: Array, y: Array, norm_type: float, kernel: Pair, stride: Pair,
+                          ceil_mode: bool) -> Array:
+        """The gradient of lppool2d_forward, from its input x and output y.
+
+        dy: (N, C, OH, OW) -> dx: (N, C, H, W)
+
+        Only zero-norm windows pass no gradient (NaN stays NaN); y is not read when norm_type is inf.
+        """
+
+    # ------------------------------------------------------------------ activations (elementwise, any shape)
+    @abstractmethod
+    def relu_forward(self, x: Array) -> Array:
+        """x -> y = max(x, 0)"""
+
+    @abstractmethod
+    def relu_backward(self, dy: Array, y: Array) -> Array:
+        """dy, y -> dx, from the saved output (so the forward may run in place)."""
+
+    @abstractmethod
+    def leaky_relu_forward(self, x: Array, negative_slope: float) -> Array:
+        """x -> y"""
+
+    @abstractmethod
+    def leaky_relu_backward(self, dy: Array, x: Array, negative_slope: float) -> Array:
+        """dy, x -> dx"""
+
+    @abstractmethod
+    def sigmoid_forward(self, x: Array) -> Array:
+        """x -> y"""
+
+    @abstractmethod
+    def sigmoid_backward(self, dy: Array, y: Array) -> Array:
+        """dy, y -> dx"""
+
+    @abstractmethod
+    def tanh_forward(self, x: Array) -> Array:
+        """x -> y"""
+
+    @abstractmethod
+    def tanh_backward(self, dy: Array, y: Array) -> Array:
+        """dy, y -> dx"""
+
+    @abstractmethod
+    def dropout_forward(self, x: Array, p: float, seed: int) -> tuple[Array, Array]:
+        """``(y, mask)``: x with a fraction p of its elements dropped.
+
+        x -> y, mask: uint8, both x's shape
+
+        The mask is a pure function of (seed, flat index), identical on every backend.
+        """
+
+    @abstractmethod
+    def dropout_forward_stepped(self, x: Array, p: float, keys: Array, step: Array, slot: int) -> tuple[Array, Array]:
+        """dropout_forward with the key (dropout_key of a seed) read from device memory (CUDA graphs).
+
+        keys: uint32 (steps, slots), step: int64 (1,); x -> y, mask: uint8, both x's shape
+
+        The key is keys[step[0], slot].
+        """
+
+    @abstractmethod
+    def dropout_backward(self, dy: Array, mask: Array, p: float) -> Array:
+        """dy, mask -> dx"""
+
+    # ------------------------------------------------------------------ fully connected
+    @abstractmethod
+    def linear_forward(self, x: Array, w: Array, b: Array | None, relu: bool = False) -> Array:
+        """y = x @ w.T + b (no bias term when b is None).
+
+        x: (M, K), w: (N, K), b: (N,) -> y: (M, N)
+
+        ``relu=True`` fuses max(y, 0) into the epilogue.
+        """
+
+    @abstractmethod
+    def linear_backward(self, dy: Array, x: Array, w: Array, need_input_grad: bool = True,
+                        relu_output: Array | None = None) -> tuple[Array | None, Array, Array]:
+        """``(dx, dw, db)`` of linear_forward, dx None unless ``need_input_grad``.
+
+        dy: (M, N) -> dx: (M, K) = dy @ w, dw: (N, K) = dy.T @ x, db: (N,) = dy summed over rows
+
+        ``relu_output``: the forward's output when it ran with relu=True: dy is masked by y > 0
+        first, bit for bit relu_backward(dy, y).
+        """
+
+    # ------------------------------------------------------------------ loss
+    @abstractmethod
+    def softmax_cross_entropy(self, logits: Array, labels: Array,
+                              label_smoothing: float = 0.0) -> tuple[Array, Array]:
+        """``(loss, dlogits)``: the mean softmax cross-entropy and its gradient.
+
+        logits: (N, K), labels: int (N,) -> loss: 0-d array, dlogits: (N, K)
+
+        loss is the mean over N of (1 - eps) * -log p[label] + eps * mean_k -log p[k], eps =
+        label_smoothing in [0, 1] (PyTorch's unweighted definition); dlogits =
+        (softmax - (1 - eps) * onehot - eps / K) / N; eps = 0 is exactly the plain (softmax - onehot) / N.
+        N = 0 gives a NaN loss (the mean of nothing, as PyTorch's) and an empty dlogits.
+        """
+
+    @abstractmethod
+    def softmax_cross_entropy_accumulate(self, logits: Array, labels: Array, total: Array,
+                                         label_smoothing: float = 0.0) -> Array:
+        """dlogits, bit for bit softmax_cross_entropy's, with the loss summed on the device.
+
+        logits: (N, K), labels: int32 (N,), total: float64 (1,) -> dlogits: (N, K)
+
+        ``total``, in place: += the N rows' losses, added in order in float64.
+        """
+
+    # ------------------------------------------------------------------ a training step's data and counter
+    # on the device (CUDA graphs: nothing per step is an argument)
+    @abstractmethod
+    def gather_batch(self, images: Array, labels: Array, order: Array, offsets: Array | None, step: Array,
+                     batch_stride: int, count: int, max_shift: int, background: Array) -> tuple[Array, Array]:
+        """``(x, y)``: the step's batch, gathered (and shifted) from the whole data set.
+
+        images: (N, C, H, W), labels, order: int32 (N,), offsets: int32 (N, 2), step: int64 (1,)
+        -> x: (count, C, H, W), y: int32 (count,) its labels
+
+        ``background``: a 0-d or (1,) array of the images' dtype. Row b is image
+        order[step[0] * batch_stride + b], shifted by its offsets row (dy, dx) when max_shift > 0
+        (x[b, c, h, w] = image[c, h + dy, w + dx], background outside).
+        """
+
+    @abstractmethod
+    def step_advance(self, step: Array) -> None:
+        """step: int64 (1,), in place += 1."""
+
+    # ------------------------------------------------------------------ optimizer updates
+    # in place on param and state
+    @abstractmethod
+    def sgd_update(self, param: Array, grad: Array, velocity: Array | None, lr: float, momentum: float,
+                   weight_decay: float, nesterov: bool) -> None:
+        """One SGD step on ``param`` (and its ``velocity``, when momentum keeps one), in place."""
+
+    @abstractmethod
+    def adam_update(self, param: Array, grad: Array, m: Array, v: Array, step: int, lr: float, beta1: float,
+                    beta2: float, eps: float, weight_decay: float, decoupled: bool) -> None:
+        """One Adam step on ``param`` and its moments ``m``, ``v``, in place."""
+
+    @abstractmethod
+    def sgd_update_many(self, params: Sequence[Array], grads: Sequence[Array], velocities: Sequence[Array] | None,
+                        lr: float, momentum: float, weight_decay: float, nesterov: bool) -> None:
+        """Equally long lists, bit for bit sgd_update on each (param, grad, velocity); a backend may
+        update them all at once."""
+
+    @abstractmethod
+    def adam_update_many(self, params: Sequence[Array], grads: Sequence[Array], ms: Sequence[Array],
+                         vs: Sequence[Array], step: int, lr: float, beta1: float, beta2: float, eps: float,
+                         weight_decay: float, decoupled: bool) -> None:
+        """Bit for bit adam_update on each (param, grad, m, v); a backend may update them all at once."""
+
+    @abstractmethod
+    def sgd_update_many_stepped(self, params: Sequence[Array], grads: Sequence[Array],
+                                velocities: Sequence[Array] | None, hyper: Array, step: Array,
+                                nesterov: bool) -> None:
+        """Bit for bit sgd_update_many with lr, momentum, weight_decay from row step[0] of ``hyper``.
+
+        hyper: (steps, 3) of the params' dtype, step: int64 (1,)
+        """
+
+    @abstractmethod
+    def adam_update_many_stepped(self, params: Sequence[Array], grads: Sequence[Array], ms: Sequence[Array],
+                                 vs: Sequence[Array], hyper: Array, step: Array, decoupled: bool) -> None:
+        """Bit for bit adam_update_many with row step[0] of ``hyper``.
+
+        hyper: (steps, 7) of lr, beta1, beta2, eps, weight_decay, lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t);
+        step: int64 (1,)
+        """
+
+
+def contract_ops() -> tuple[str, ...]:
+    """The contract's op names (Backend's abstract methods), in the order this file declares them."""
+    # vars() keeps definition order, which __abstractmethods__ (a frozenset) does not
+    return tuple(name for name in vars(Backend) if name in Backend.__abstractmethods__)
+
+
+#: contract_ops() once, for readers that want a constant
+OPS: tuple[str, ...] = contract_ops()
 
 
 def missing_ops(backend_class: type) -> list[str]:
-    """Names of contract ops that ``backend_class`` does not implement."""
-    return [name for name in OPS if not callable(getattr(backend_class, name, None))]
+    """Names of contract ops that ``backend_class`` does not implement (left abstract, or absent)."""
+    missing = []
+    for name in OPS:
+        method = getattr(backend_class, name, None)
+        if not callable(method) or getattr(method, "__isabstractmethod__", False):
+            missing.append(name)
+    return missing
+
+
+def _untyped(signature: inspect.Signature) -> inspect.Signature:
+    # implementations need not repeat the contract's type hints: names, kinds, order and defaults must match
+    return signature.replace(parameters=[p.replace(annotation=inspect.Parameter.empty)
+                                         for p in signature.parameters.values()],
+                             return_annotation=inspect.Signature.empty)
+
+
+def signature_mismatches(backend_class: type) -> list[str]:
+    """One line per contract op whose implementation on ``backend_class`` takes other parameters than
+    the contract's (names, order, kinds or defaults), wherever in its classes the method is defined."""
+    lines = []
+    for name in OPS:
+        method = getattr(backend_class, name, None)
+        if not callable(method):
+            continue  # missing_ops reports it
+        want, got = (_untyped(inspect.signature(f)) for f in (getattr(Backend, name), method))
+        if got != want:
+            lines.append(f"{backend_class.__name__}.{name}{got} != contract {name}{want}")
+    return lines
