@@ -1,13 +1,16 @@
 """Tensor operators and shape ops, written on the backend's array namespace (``ctx.xp``).
 
 These are glue (broadcast arithmetic, reductions, reshapes); the CNN layers' ops live beside
-their kernels' names in the other files of this package.
+their kernels' names in gpucnn/functions/. Each Function's ``symbolic`` writes its ONNX ops
+(gpucnn.onnx calls it with the forward's arguments, each Tensor replaced by its ONNX value name).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from .autograd import Function
 from .tensor import Tensor
@@ -33,6 +36,10 @@ class Add(Function):
     def backward(ctx, dy):
         return sum_to_shape(dy, ctx.shapes[0]), sum_to_shape(dy, ctx.shapes[1])
 
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Add", [a, b])
+
 
 class Sub(Function):
     @staticmethod
@@ -44,6 +51,10 @@ class Sub(Function):
     def backward(ctx, dy):
         db = sum_to_shape(-dy, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
         return sum_to_shape(dy, ctx.shapes[0]), db
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Sub", [a, b])
 
 
 class Mul(Function):
@@ -59,6 +70,10 @@ class Mul(Function):
         db = sum_to_shape(dy * a, b.shape) if ctx.needs_input_grad[1] else None
         return da, db
 
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Mul", [a, b])
+
 
 class Div(Function):
     @staticmethod
@@ -73,6 +88,10 @@ class Div(Function):
         db = sum_to_shape(-dy * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
         return da, db
 
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Div", [a, b])
+
 
 class Neg(Function):
     @staticmethod
@@ -82,6 +101,10 @@ class Neg(Function):
     @staticmethod
     def backward(ctx, dy):
         return -dy
+
+    @staticmethod
+    def symbolic(g, a):
+        return g.op("Neg", [a])
 
 
 class Pow(Function):
@@ -98,6 +121,10 @@ class Pow(Function):
         (a,) = ctx.saved_tensors
         p = a.dtype.type(ctx.exponent)
         return dy * p * a ** (p - 1), None
+
+    @staticmethod
+    def symbolic(g, a, exponent):
+        return g.op("Pow", [a, g.scalar(exponent, a.dtype, "exponent")])
 
 
 class MatMul(Function):
@@ -124,6 +151,10 @@ class MatMul(Function):
             db = sum_to_shape(xp.swapaxes(a2, -1, -2) @ dy2, b2.shape).reshape(b.shape)
         return da, db
 
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("MatMul", [a, b])
+
 
 class Exp(Function):
     @staticmethod
@@ -137,6 +168,10 @@ class Exp(Function):
         (y,) = ctx.saved_tensors
         return dy * y
 
+    @staticmethod
+    def symbolic(g, a):
+        return g.op("Exp", [a])
+
 
 class Log(Function):
     @staticmethod
@@ -148,6 +183,10 @@ class Log(Function):
     def backward(ctx, dy):
         (a,) = ctx.saved_tensors
         return dy / a
+
+    @staticmethod
+    def symbolic(g, a):
+        return g.op("Log", [a])
 
 
 def _axes(dim: Any, ndim: int) -> tuple[int, ...]:
@@ -167,6 +206,10 @@ class Sum(Function):
     def backward(ctx, dy):
         return _spread(ctx, dy), None, None
 
+    @staticmethod
+    def symbolic(g, a, dim, keepdim):
+        return _reduce(g, "ReduceSum", a, dim, keepdim)
+
 
 class Mean(Function):
     @staticmethod
@@ -178,6 +221,17 @@ class Mean(Function):
     def backward(ctx, dy):
         count = math.prod(ctx.shape[axis] for axis in ctx.axes)
         return _spread(ctx, dy / dy.dtype.type(count)), None, None
+
+    @staticmethod
+    def symbolic(g, a, dim, keepdim):
+        return _reduce(g, "ReduceMean", a, dim, keepdim)
+
+
+def _reduce(g: Any, op_type: str, a: Any, dim: Any, keepdim: bool) -> str:
+    axes = _axes(dim, a.ndim)
+    y = g.reduce(op_type, a, axes, bool(keepdim))
+    g.set_batched(y, g.is_batched(a) and 0 not in axes)
+    return y
 
 
 def _spread(ctx, dy: Any) -> Any:
@@ -195,6 +249,19 @@ class Reshape(Function):
     @staticmethod
     def backward(ctx, dy):
         return dy.reshape(ctx.shape), None
+
+    @staticmethod
+    def symbolic(g, a, shape):
+        target = list(g.out_shape)  # the traced shape: ``shape`` may hold a -1
+        if g.is_batched(a):
+            if not target or a.shape[0] != target[0]:
+                raise g.error(f"Reshape in layer {g.where} merges or moves the batch axis ({a.shape} -> "
+                              f"{g.out_shape}), which a dynamic batch cannot express; export with "
+                              f"dynamic_batch=False")
+            target[0] = -1  # whatever batch arrives, with every other axis as traced
+        y = g.op("Reshape", [a, g.ints(target, "shape")])
+        g.set_batched(y, g.is_batched(a))
+        return y
 
 
 class GetItem(Function):
@@ -215,11 +282,72 @@ class GetItem(Function):
             xp.add.at(dx, ctx.index, dy)
         return dx, None
 
+    @staticmethod
+    def symbolic(g, a, index):
+        return _slice(g, a, index)
+
 
 def _is_basic_index(index: Any) -> bool:
     """Slices, ints, None and Ellipsis select each element at most once."""
     items = index if isinstance(index, tuple) else (index,)
     return all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in items)
+
+
+_INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+
+
+def _slice(g: Any, a: Any, index: Any) -> str:
+    """Basic indexing as ONNX Slice, then Squeeze (int indices) and Unsqueeze (None)."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    basic = (slice, int, type(None), type(Ellipsis))
+    if not all(isinstance(i, basic) and not isinstance(i, bool) for i in items) or items.count(Ellipsis) > 1:
+        raise g.error(f"cannot export GetItem in layer {g.where}: only basic indexing (slices, ints, None, one "
+                      f"...) maps to ONNX Slice, got {index!r}")
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    at = items.index(Ellipsis) if Ellipsis in items else len(items)
+    items[at:at + 1] = [slice(None)] * (a.ndim - consumed)
+    batched = g.is_batched(a)
+    starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+    axis, out_axis = 0, 0
+    for item in items:
+        if item is None:
+            unsqueeze.append(out_axis)
+            out_axis += 1
+            continue
+        dynamic = axis == 0 and batched  # the traced size is no guide there: keep Python's bounds
+        if isinstance(item, int):
+            i = item if dynamic else item % a.shape[axis]
+            starts.append(i)
+            ends.append(_INT64_MAX if i == -1 else i + 1)
+            steps.append(1)
+            axes.append(axis)
+            squeeze.append(axis)
+        else:
+            out_axis += 1
+            if item != slice(None):
+                step = 1 if item.step is None else item.step
+                if dynamic:
+                    start = item.start if item.start is not None else (0 if step > 0 else _INT64_MAX)
+                    stop = item.stop if item.stop is not None else (_INT64_MAX if step > 0 else _INT64_MIN)
+                else:
+                    start, stop, step = item.indices(a.shape[axis])
+                    stop = _INT64_MIN if step < 0 and stop < 0 else stop  # -1 would mean "the last" in ONNX
+                starts.append(start)
+                ends.append(stop)
+                steps.append(step)
+                axes.append(axis)
+        axis += 1
+    y = a
+    if axes:
+        y = g.op("Slice", [y, g.ints(starts, "starts"), g.ints(ends, "ends"), g.ints(axes), g.ints(steps, "steps")])
+    if squeeze:
+        y = g.op("Squeeze", [y, g.ints(squeeze)])
+    if unsqueeze:
+        y = g.op("Unsqueeze", [y, g.ints(unsqueeze)])
+    if y == a:
+        y = g.op("Identity", [y])
+    g.set_batched(y, batched and 0 not in squeeze and 0 not in unsqueeze)
+    return y
 
 
 class Cat(Function):
@@ -238,6 +366,10 @@ class Cat(Function):
         pieces = ctx.xp.split(dy, bounds, axis=ctx.dim)
         return (None, *(ctx.xp.ascontiguousarray(p) for p in pieces))
 
+    @staticmethod
+    def symbolic(g, dim, *arrays):
+        return g.op("Concat", list(arrays), axis=dim % arrays[0].ndim)
+
 
 class ToBackend(Function):
     """A tensor copied to another backend; its gradient is copied back."""
@@ -254,6 +386,10 @@ class ToBackend(Function):
     @staticmethod
     def backward(ctx, dy):
         return ctx.source.asarray(ctx.backend.to_numpy(dy)), None
+
+    @staticmethod
+    def symbolic(g, a, backend):
+        return g.op("Identity", [a])
 
 
 def cat(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:

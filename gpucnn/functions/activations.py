@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.autograd import Function
+from ..core.tensor import Tensor
+from .checks import activation_input
 
 
 class Relu(Function):
@@ -19,6 +23,10 @@ class Relu(Function):
         (y,) = ctx.saved_tensors
         return ctx.backend.relu_backward(dy, y)
 
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("Relu", [x])
+
 
 class LeakyRelu(Function):
     @staticmethod
@@ -31,6 +39,10 @@ class LeakyRelu(Function):
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
         return ctx.backend.leaky_relu_backward(dy, x, ctx.negative_slope), None
+
+    @staticmethod
+    def symbolic(g, x, negative_slope):
+        return g.op("LeakyRelu", [x], alpha=float(negative_slope))
 
 
 class Sigmoid(Function):
@@ -45,6 +57,10 @@ class Sigmoid(Function):
         (y,) = ctx.saved_tensors
         return ctx.backend.sigmoid_backward(dy, y)
 
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("Sigmoid", [x])
+
 
 class Tanh(Function):
     @staticmethod
@@ -57,3 +73,24 @@ class Tanh(Function):
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
         return ctx.backend.tanh_backward(dy, y)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("Tanh", [x])
+
+
+# ---------------------------------------------------------------------------- PyTorch's arguments
+def relu(input: Any, inplace: bool = False) -> Tensor:
+    return Relu.apply(activation_input(input, "relu"))
+
+
+def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    return LeakyRelu.apply(activation_input(input, "leaky_relu"), float(negative_slope))
+
+
+def sigmoid(input: Any) -> Tensor:
+    return Sigmoid.apply(activation_input(input, "sigmoid"))
+
+
+def tanh(input: Any) -> Tensor:
+    return Tanh.apply(activation_input(input, "tanh"))

@@ -8,9 +8,8 @@ import numpy as np
 
 from ..core.autograd import Function
 from ..core.tensor import Tensor
-from .checks import check_float_input
-from .conv2d import PoolSpec
-from .pooling import check_pool_input
+from .checks import as_tensor, check_float_input
+from .pooling import PoolSpec, check_pool_input, check_unsupported_pool_options, pool_spec
 
 
 class AvgPool2d(Function):
@@ -22,6 +21,13 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, dy):
         return ctx.backend.avgpool2d_backward(dy, ctx.x_shape, *ctx.pool, ctx.count_include_pad), None, None
+
+    @staticmethod
+    def symbolic(g, x, pool, count_include_pad):
+        if pool.padding == (0, 0) and tuple(pool.kernel) == tuple(x.shape[2:]):
+            return g.op("GlobalAveragePool", [x])
+        attrs = g.pool_attrs(x.shape, pool, pads_counted=count_include_pad)
+        return g.op("AveragePool", [x], count_include_pad=int(count_include_pad), **attrs)
 
 
 class AdaptiveAvgPool2d(Function):
@@ -39,6 +45,13 @@ class AdaptiveAvgPool2d(Function):
     def backward(ctx, dy):
         return ctx.rows.T @ dy @ ctx.cols, None
 
+    @staticmethod
+    def symbolic(g, x, out_hw):
+        # the forward's two products, with the averaging matrices as constants
+        rows = g.const(adaptive_matrix(x.shape[2], out_hw[0], x.dtype), "adaptive_rows")
+        cols = g.const(adaptive_matrix(x.shape[3], out_hw[1], x.dtype).T, "adaptive_cols")
+        return g.op("MatMul", [g.op("MatMul", [rows, x]), cols])
+
 
 def adaptive_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
     """(out, size): row i averages input positions floor(i*size/out) .. ceil((i+1)*size/out) - 1."""
@@ -49,12 +62,13 @@ def adaptive_matrix(size: int, out: int, dtype: Any) -> np.ndarray:
     return matrix
 
 
-def avg_pool2d(x: Tensor, pool: PoolSpec, count_include_pad: bool = True, owner: str = "avg_pool2d") -> Tensor:
+def run_avg_pool2d(x: Tensor, pool: PoolSpec, count_include_pad: bool = True, owner: str = "avg_pool2d") -> Tensor:
+    """The layer entry point: a checked spec, errors naming ``owner``."""
     check_pool_input(x, pool, owner)
     return AvgPool2d.apply(x, pool, count_include_pad)
 
 
-def adaptive_avg_pool2d(x: Tensor, output_size: Any, owner: str = "adaptive_avg_pool2d") -> Tensor:
+def run_adaptive_avg_pool2d(x: Tensor, output_size: Any, owner: str = "adaptive_avg_pool2d") -> Tensor:
     check_float_input(x, 4, owner)
     h, w = x.shape[2:]
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
@@ -65,3 +79,15 @@ def adaptive_avg_pool2d(x: Tensor, output_size: Any, owner: str = "adaptive_avg_
         kernel = (h // oh, w // ow)
         return AvgPool2d.apply(x, PoolSpec(kernel, kernel, (0, 0), False), True)
     return AdaptiveAvgPool2d.apply(x, (oh, ow))
+
+
+# ---------------------------------------------------------------------------- PyTorch's arguments
+def avg_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Any = None) -> Tensor:
+    check_unsupported_pool_options("avg_pool2d", divisor_override=divisor_override)
+    return run_avg_pool2d(as_tensor(input, "avg_pool2d"), pool_spec(kernel_size, stride, padding, ceil_mode,
+                                                                     "avg_pool2d"), bool(count_include_pad))
+
+
+def adaptive_avg_pool2d(input: Any, output_size: Any) -> Tensor:
+    return run_adaptive_avg_pool2d(as_tensor(input, "adaptive_avg_pool2d"), output_size)

@@ -14,7 +14,13 @@ ones): tests/test_cpu_paths.py bounds it against float64.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from ..core.autograd import Function
+from ..core.tensor import Tensor
+from .checks import as_tensor, check_float_input, check_same_dtype, optional_tensor
 
 
 def _channel_sums(xp, a3):
@@ -140,3 +146,34 @@ class BatchNorm(Function):
             over_batch(input_grad)
             dx = dx.reshape(dy.shape)
         return dx, dweight, dbias, None, None, None, None, None
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        if training:
+            raise g.error(f"cannot export BatchNorm in layer {g.where} normalising with batch statistics "
+                          f"(track_running_stats=False or training=True); ONNX's BatchNormalization uses "
+                          f"running statistics")
+        c, dtype = x.shape[1], x.dtype
+        scale = weight if weight is not None else g.const(np.ones(c, dtype), "bn_scale")
+        shift = bias if bias is not None else g.const(np.zeros(c, dtype), "bn_bias")
+        # the running statistics are arrays (buffers), not Tensor arguments: g.value names them
+        return g.op("BatchNormalization", [x, scale, shift, g.value(running_mean), g.value(running_var)],
+                    epsilon=float(eps))
+
+
+def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise over every axis but 1. In training the batch statistics are used and the running
+    ones (updated in place, when given) follow with ``momentum``; in eval the running ones are used."""
+    x = as_tensor(input, "batch_norm")
+    check_float_input(x, None, "batch_norm", layout="(N, C, ...)")
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input (N, C, ...) of at least 2 dimensions, got shape {x.shape}")
+    if training and x.numel() // x.shape[1] < 2:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+    stats = [s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
+    w, b = optional_tensor(weight, "batch_norm"), optional_tensor(bias, "batch_norm")
+    check_same_dtype(x, w, "batch_norm")
+    return BatchNorm.apply(x, w, b, *stats, bool(training), float(momentum), float(eps))

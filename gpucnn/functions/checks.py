@@ -10,6 +10,27 @@ from ..core.tensor import Tensor
 from ..shapes import pair
 
 
+def as_tensor(x: Any, owner: str) -> Tensor:
+    """Tensors pass through; a backend array is wrapped (no gradient)."""
+    if isinstance(x, Tensor):
+        return x
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return Tensor(x)
+    raise TypeError(f"{owner}: expected a gpucnn Tensor or an array, got {type(x).__module__}.{type(x).__name__}")
+
+
+def optional_tensor(x: Any, owner: str) -> Tensor | None:
+    """An optional tensor argument (a bias, a weight): None stays None."""
+    return None if x is None else as_tensor(x, owner)
+
+
+def activation_input(x: Any, owner: str) -> Tensor:
+    """The input of an elementwise function (any shape): a float Tensor with a non-empty batch."""
+    x = as_tensor(x, owner)
+    check_float_input(x, None, owner, layout="(N, ...)")
+    return x
+
+
 def positive_int(value: Any, label: str, owner: str) -> int:
     """A layer's count (channels, features, groups, a 1-D kernel size): an int >= 1, checked before
     anything is initialised (a zero fan-in would divide by zero in the default initialisation)."""

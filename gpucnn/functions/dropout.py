@@ -11,7 +11,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from ..core.autograd import Function
+from ..core.tensor import Tensor
+from ..init import default_rng
+from .checks import activation_input
 
 _state = threading.local()
 
@@ -49,6 +54,10 @@ def seeds_from(source: Any) -> Iterator[None]:
 
 
 class Dropout(Function):
+    #: ONNX export refuses it: an eval-mode network has no dropout call (nn.Dropout is the identity there)
+    not_exportable = ("cannot export Dropout in training mode (F.dropout(..., training=True) inside forward); "
+                      "pass training=self.training or use nn.Dropout, which is the identity in eval mode")
+
     @staticmethod
     def forward(ctx, x, p: float, seed: int | TableSeed):
         if isinstance(seed, TableSeed):
@@ -63,3 +72,23 @@ class Dropout(Function):
     def backward(ctx, dy):
         (mask,) = ctx.saved_tensors
         return ctx.backend.dropout_backward(dy, mask, ctx.p), None, None
+
+
+def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False,
+            seed: int | None = None, generator: np.random.Generator | None = None) -> Tensor:
+    """Zero each element with probability p (scaling the rest by 1/(1-p)) when ``training``.
+    The mask is a hash of (seed, element index); without ``seed`` one is drawn from ``generator``,
+    or gpucnn's default generator (``gpucnn.manual_seed``). Inside a CUDA-graph step
+    (``gpucnn.cuda_graph``) the seed comes from the step's table on the device instead: the value
+    this call would have drawn, drawn ahead for every step of the epoch."""
+    x = activation_input(input, "dropout")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    if seed is None:
+        if generator is None:
+            generator = default_rng()
+        source = seed_source()
+        seed = source.table_seed(generator) if source is not None else draw_seed(generator)
+    return Dropout.apply(x, float(p), seed)

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.autograd import Function
+from ..core.tensor import Tensor
+from .checks import as_tensor, check_float_input, check_same_dtype, optional_tensor
 
 
 class Linear(Function):
@@ -20,3 +24,22 @@ class Linear(Function):
         dx, dw, db = ctx.backend.linear_backward(dy, x, w, need_input_grad=ctx.needs_input_grad[0], relu_output=y)
         needs = ctx.needs_input_grad
         return dx, dw if needs[1] else None, db if ctx.has_bias and needs[2] else None, None
+
+    @staticmethod
+    def symbolic(g, x, w, b, relu):
+        if x.ndim == 2:
+            y = g.op("Gemm", [x, w] + ([b] if b is not None else []), transB=1)
+        else:
+            y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])])
+            y = g.op("Add", [y, b]) if b is not None else y
+        return g.op("Relu", [y]) if relu else y  # Sequential's Linear -> ReLU runs as one call
+
+
+def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
+    """x: (*, in) @ weight.T (out, in) + bias -> (*, out)."""
+    x, w = as_tensor(input, "linear"), as_tensor(weight, "linear")
+    check_float_input(x, None, "linear", layout="(N, C)")
+    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: expected input of shape (*, {w.shape[1]}), got {x.shape}")
+    check_same_dtype(x, w, "linear")
+    return Linear.apply(x, w, optional_tensor(bias, "linear"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.autograd import Function
 from ..core.tensor import Tensor
-from .checks import check_float_input
-from .conv2d import PoolSpec
-from .pooling import check_pool_input
+from .checks import as_tensor, check_float_input
+from .pooling import PoolSpec, check_pool_input, check_unsupported_pool_options, pool_spec
 
 
 class MaxPool2d(Function):
@@ -23,6 +24,10 @@ class MaxPool2d(Function):
     def backward(ctx, dy):
         (argmax,) = ctx.saved_tensors
         return ctx.backend.maxpool2d_backward(dy, argmax, ctx.x_shape, *ctx.pool[:3]), None
+
+    @staticmethod
+    def symbolic(g, x, pool):
+        return g.max_pool(x, x.shape, pool)
 
 
 class ReluMaxPool2d(Function):
@@ -43,13 +48,33 @@ class ReluMaxPool2d(Function):
         y, argmax = ctx.saved_tensors
         return ctx.backend.maxpool2d_backward(dy, argmax, ctx.x_shape, *ctx.pool[:3], relu_output=y), None
 
+    @staticmethod
+    def symbolic(g, x, pool):
+        return g.max_pool(g.op("Relu", [x]), x.shape, pool)
 
-def max_pool2d(x: Tensor, pool: PoolSpec, owner: str = "max_pool2d") -> Tensor:
+
+def run_max_pool2d(x: Tensor, pool: PoolSpec, owner: str = "max_pool2d") -> Tensor:
+    """The layer entry point: a checked spec, errors naming ``owner``."""
     check_pool_input(x, pool, owner)
     return MaxPool2d.apply(x, pool)
 
 
-def relu_max_pool2d(x: Tensor, pool: PoolSpec, owner: str = "relu_max_pool2d") -> Tensor:
+def run_relu_max_pool2d(x: Tensor, pool: PoolSpec, owner: str = "relu_max_pool2d") -> Tensor:
     check_float_input(x, 4, owner)
     check_pool_input(x, pool, owner)
     return ReluMaxPool2d.apply(x, pool)
+
+
+# ---------------------------------------------------------------------------- PyTorch's arguments
+def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False, return_indices: bool = False) -> Tensor:
+    check_unsupported_pool_options("max_pool2d", dilation=dilation, return_indices=return_indices)
+    return run_max_pool2d(as_tensor(input, "max_pool2d"),
+                          pool_spec(kernel_size, stride, padding, ceil_mode, "max_pool2d"))
+
+
+def relu_max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                    ceil_mode: bool = False) -> Tensor:
+    """max_pool2d(relu(x)) with one backward step (the ReLU mask on the pooled gradient)."""
+    return run_relu_max_pool2d(as_tensor(input, "relu_max_pool2d"),
+                               pool_spec(kernel_size, stride, padding, ceil_mode, "relu_max_pool2d"))

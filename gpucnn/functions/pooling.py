@@ -1,13 +1,19 @@
-"""Argument handling shared by the pooling Functions (max, average, L_p)."""
+"""Argument handling shared by the pooling Functions (max, average, L_p) and the conv -> pool fusion."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.tensor import Tensor
 from ..shapes import pair, pool_output_hw
 from .checks import check_float_input, positive_pair
-from .conv2d import PoolSpec
+
+
+class PoolSpec(NamedTuple):
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    ceil_mode: bool
 
 
 def pool_spec(kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool, owner: str) -> PoolSpec:
@@ -27,3 +33,15 @@ def check_pool_input(x: Tensor, pool: PoolSpec, owner: str) -> None:
     if oh < 1 or ow < 1:
         raise ValueError(f"{owner}: kernel {pool.kernel} is larger than the padded input for input shape "
                          f"{x.shape} (padding {pool.padding})")
+
+
+#: options PyTorch's pooling has and ours lacks, with the value that means "off"
+_UNSUPPORTED_POOL = {"dilation": 1, "return_indices": False, "divisor_override": None}
+
+
+def check_unsupported_pool_options(owner: str, **options: Any) -> None:
+    for name, value in options.items():
+        off = _UNSUPPORTED_POOL[name]
+        if not (value == off or (name == "dilation" and value == (1, 1))):
+            raise ValueError(f"{owner}: {name}={value!r} is not supported by gpucnn (PyTorch has it; gpucnn's "
+                             f"pooling kernels do not); leave {name} at {off!r}")

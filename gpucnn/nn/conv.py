@@ -6,9 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from .. import functional as F
 from ..functions.checks import positive_int, positive_pair
-from ..functions.conv2d import conv2d, conv2d_relu_max_pool2d
+from ..functions.conv2d import (
+    conv1d_as_2d,
+    conv1d_spec,
+    conv_spec,
+    expand_connections,
+    run_conv2d,
+    run_conv2d_relu_max_pool2d,
+)
 from ..init import DEFAULT_INIT, initial_bias, initialize
 from ..shapes import conv_output_size
 from .module import Module, as_float_dtype, new_parameter
@@ -54,7 +60,7 @@ class Conv2d(Module):
 
     # the (1, k) conv behind Conv1d overrides these three
     def _spec(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any, groups: int) -> Any:
-        return F.conv_spec(self._kernel_pair(kernel_size), stride, padding, dilation, groups, type(self).__name__)
+        return conv_spec(self._kernel_pair(kernel_size), stride, padding, dilation, groups, type(self).__name__)
 
     def _kernel_pair(self, kernel_size: Any) -> tuple[int, int]:
         return positive_pair(kernel_size, "kernel_size", type(self).__name__)
@@ -115,7 +121,7 @@ class Conv2d(Module):
         """The (K, C/groups, KH, KW) filter bank the op runs with (a Tensor in the graph)."""
         if self.connection is None:
             return self.weight
-        return F.expand_connections(self.weight, self._conn_index, self._dense_shape())
+        return expand_connections(self.weight, self._conn_index, self._dense_shape())
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         n, _, h, w = input_shape
@@ -127,13 +133,14 @@ class Conv2d(Module):
     # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
     def forward(self, x: Any, relu: bool = False) -> Any:
         # conv2d checks rank, channels, dtype and size itself, naming this layer
-        return conv2d(x, self.dense_weight(), self.bias, self.spec, self._layer_name(), relu)
+        return run_conv2d(x, self.dense_weight(), self.bias, self.spec, self._layer_name(), relu)
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW)
     def forward_relu_maxpool(self, x: Any, pool: Any) -> Any:
         """This layer, a ReLU and ``pool`` (a MaxPool2d) as one op; Sequential runs the three this
         way. Output and gradients are bit for bit those of the three layers run one by one."""
-        return conv2d_relu_max_pool2d(x, self.dense_weight(), self.bias, self.spec, pool.spec, self._layer_name())
+        return run_conv2d_relu_max_pool2d(x, self.dense_weight(), self.bias, self.spec, pool.spec,
+                                          self._layer_name())
 
 
 class Conv1d(Conv2d):
@@ -151,7 +158,7 @@ class Conv1d(Conv2d):
                          padding_mode, None, init, rng, dtype)
 
     def _spec(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any, groups: int) -> Any:
-        return F.conv1d_spec(kernel_size, stride, padding, dilation, groups, "Conv1d")
+        return conv1d_spec(kernel_size, stride, padding, dilation, groups, "Conv1d")
 
     def _kernel_pair(self, kernel_size: Any) -> tuple[int, int]:
         return (1, kernel_size)
@@ -162,4 +169,4 @@ class Conv1d(Conv2d):
     # x: (N, C, L) -> y: (N, K, OL)
     def forward(self, x: Any) -> Any:
         self._check_input(x, 3, self.in_channels, layout="(N, C, L)")
-        return F.conv1d_as_2d(x, self.weight, self.bias, self.spec, "Conv1d")
+        return conv1d_as_2d(x, self.weight, self.bias, self.spec, "Conv1d")

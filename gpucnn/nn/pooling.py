@@ -6,12 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import functional as F
-from ..functions.avgpool2d import adaptive_avg_pool2d, avg_pool2d
+from ..functions.avgpool2d import run_adaptive_avg_pool2d, run_avg_pool2d
 from ..functions.checks import positive_int, positive_pair
-from ..functions.lppool2d import lp_pool2d
-from ..functions.maxpool2d import max_pool2d, relu_max_pool2d
-from ..functions.pooling import pool_spec
+from ..functions.lppool2d import run_lp_pool2d
+from ..functions.maxpool2d import run_max_pool2d, run_relu_max_pool2d
+from ..functions.pooling import check_unsupported_pool_options, pool_spec
 from ..shapes import pool_output_size
 from .module import Module, as_float_dtype, new_parameter
 
@@ -44,15 +43,15 @@ class MaxPool2d(_Pool2d):
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
-        F.check_unsupported_pool_options("MaxPool2d", dilation=dilation, return_indices=return_indices)
+        check_unsupported_pool_options("MaxPool2d", dilation=dilation, return_indices=return_indices)
         super().__init__(kernel_size, stride, padding, ceil_mode)
 
     def forward(self, x: Any) -> Any:
-        return max_pool2d(x, self.spec, self._layer_name())
+        return run_max_pool2d(x, self.spec, self._layer_name())
 
     def forward_after_relu(self, x: Any) -> Any:
         """ReLU then this pooling, with one backward step; Sequential runs ReLU -> MaxPool2d this way."""
-        return relu_max_pool2d(x, self.spec, self._layer_name())
+        return run_relu_max_pool2d(x, self.spec, self._layer_name())
 
 
 class AvgPool2d(_Pool2d):
@@ -60,12 +59,12 @@ class AvgPool2d(_Pool2d):
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Any = None) -> None:
-        F.check_unsupported_pool_options("AvgPool2d", divisor_override=divisor_override)
+        check_unsupported_pool_options("AvgPool2d", divisor_override=divisor_override)
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
     def forward(self, x: Any) -> Any:
-        return avg_pool2d(x, self.spec, self.count_include_pad, self._layer_name())
+        return run_avg_pool2d(x, self.spec, self.count_include_pad, self._layer_name())
 
 
 class LPPool2d(_Pool2d):
@@ -83,7 +82,7 @@ class LPPool2d(_Pool2d):
         return f"norm_type={self.norm_type}, " + super().extra_repr()
 
     def forward(self, x: Any) -> Any:
-        return lp_pool2d(x, self.norm_type, self.spec, self._layer_name())
+        return run_lp_pool2d(x, self.norm_type, self.spec, self._layer_name())
 
 
 class AdaptiveAvgPool2d(Module):
@@ -101,7 +100,7 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
     def forward(self, x: Any) -> Any:
-        return adaptive_avg_pool2d(x, self.output_size, self._layer_name())
+        return run_adaptive_avg_pool2d(x, self.output_size, self._layer_name())
 
 
 class GlobalAvgPool2d(AdaptiveAvgPool2d):
@@ -135,5 +134,5 @@ class Subsampling2d(Module):
     def forward(self, x: Any) -> Any:
         self._check_input(x, 4, self.channels)
         c, area = self.channels, self.kernel_size[0] * self.kernel_size[1]
-        sums = avg_pool2d(x, self.spec, True, self._layer_name()) * float(area)
+        sums = run_avg_pool2d(x, self.spec, True, self._layer_name()) * float(area)
         return sums * self.coefficient.reshape(1, c, 1, 1) + self.bias.reshape(1, c, 1, 1)
