@@ -265,23 +265,13 @@ def _gpucnn_functions():
     return found
 
 
-#: Functions in files this test's change did not own, declaring neither an emitter nor a refusal yet; export
-#: refuses them with its generic "no ONNX mapping" message. SyncBatchNormFunction runs only in training mode
-#: (in eval, SyncBatchNorm is BatchNorm), so an export, which traces in eval mode, meets it only when a forward
-#: calls sync_batch_norm itself.
-_UNDECLARED = {"gpucnn.distributed.sync_batchnorm.SyncBatchNormFunction"}
-
-
 def test_every_function_has_an_emitter_with_its_forwards_parameters_or_a_refusal():
     """An emitter gets the forward's arguments by position: renaming or reordering a forward parameter without
     its emitter's fails here, not silently in an export."""
     functions = _gpucnn_functions()
-    assert len(functions) >= 30 and _UNDECLARED <= set(functions)
+    assert len(functions) >= 30
     for name, cls in sorted(functions.items()):
         emit = emitter_of(cls)
-        if name in _UNDECLARED:
-            assert emit is None, f"{name} now declares its export: drop it from _UNDECLARED"
-            continue
         assert emit is not None, f"{name} has neither a symbolic (its ONNX emitter) nor a not_exportable reason"
         if isinstance(emit, str):
             assert emit.startswith("cannot export") and "symbolic" not in vars(cls), name

@@ -20,6 +20,11 @@ from .world import all_reduce
 
 
 class SyncBatchNormFunction(Function):
+    # export traces in eval mode, where SyncBatchNorm runs as BatchNorm: only a forward calling
+    # sync_batch_norm itself meets this
+    not_exportable = ("cannot export SyncBatchNorm normalising with the global batch's statistics (training "
+                      "mode); export in eval mode, where it runs as BatchNorm")
+
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
         axes = (0,) + tuple(range(2, x.ndim))
