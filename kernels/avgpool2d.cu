@@ -4,7 +4,7 @@
 // summing dy / divisor over the windows that contain it in a fixed order.
 // The divisor follows PyTorch: count_include_pad counts zero padding (but not the ceil-mode
 // overhang past it); otherwise only input elements count. See pool_divisor in common.cuh.
-// Reference: NumpyBackend.avgpool2d_forward / avgpool2d_backward.
+// Reference: NumpyBackend.avgpool2d_forward / avgpool2d_backward (backends/numpy/pooling.py).
 #include "common.cuh"
 
 // x: (planes, H, W) -> y: (planes, OH, OW)

@@ -24,7 +24,7 @@
 //
 // No float atomics anywhere: the weight gradient is split over pixel ranges into partial sums
 // that conv2d_reduce_weight_partials adds in split order; results are identical run to run.
-// Reference: NumpyBackend.conv2d_forward / conv2d_backward (im2col + matmul).
+// Reference: NumpyBackend.conv2d_forward / conv2d_backward (im2col + matmul: backends/numpy/conv.py).
 #include "common.cuh"
 
 #define TILE_K 16           // depth of the reduction slice staged in shared memory

@@ -7,7 +7,7 @@
 // chose it, in a fixed order: bit-reproducible. With relu_masked, max pooling followed a ReLU and y
 // is the pooled output: each window's dy is first multiplied by (y > 0), as relu_backward does, so
 // ReLU -> MaxPool2d's backward is one launch.
-// Reference: NumpyBackend.maxpool2d_forward / maxpool2d_backward.
+// Reference: NumpyBackend.maxpool2d_forward / maxpool2d_backward (backends/numpy/pooling.py).
 #include "common.cuh"
 
 // x: (planes, H, W) -> y, argmax: (planes, OH, OW); planes = N*C

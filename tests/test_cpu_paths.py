@@ -1,5 +1,5 @@
 """The numpy backend's paths for wider networks (ResNet): convolutions on (C, N, H, W) images
-("shift", "gather", "pointwise" in numpy_conv_cnhw.py) and BatchNorm in few passes.
+("shift", "gather", "pointwise" in backends/numpy/conv_cnhw.py) and BatchNorm in few passes.
 
 Tolerances, and why they are what they are:
 - Convolutions against the float64 loops in reference.py: rtol 1e-4 / atol 1e-5, the same as
@@ -61,16 +61,17 @@ def _id(case):
 def test_cnhw_conv_paths_match_reference(case, chunk_bytes, kept_chunk_bytes, rng):
     n, c, h, w, k, ks, stride, padding, dilation, groups, mode = case
     backend = NumpyBackend()
-    backend.flat_chunk_bytes = chunk_bytes
-    backend.flat_kept_chunk_bytes = kept_chunk_bytes
-    backend.flat_max_waste = backend.flat_max_strided_waste = 2.0  # small images take the shift path too
-    backend.flat_keep_unstrided_columns = True  # keep=True below keeps the columns on every path
+    cnhw = backend._convolution.cnhw
+    cnhw.flat_chunk_bytes = chunk_bytes
+    cnhw.flat_kept_chunk_bytes = kept_chunk_bytes
+    cnhw.flat_max_waste = cnhw.flat_max_strided_waste = 2.0  # small images take the shift path too
+    cnhw.flat_keep_unstrided_columns = True  # keep=True below keeps the columns on every path
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, *ks)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
     args = (stride, padding, dilation, groups)
     oh, ow = ref.conv2d(x[:1], wt, None, *args).shape[2:]
-    assert backend._cnhw_mode(x.shape, wt.shape, stride, padding, groups, oh, ow) == mode
+    assert cnhw.mode(x.shape, wt.shape, stride, padding, groups, oh, ow) == mode
     expected = ref.conv2d(x, wt, b, *args)
     for keep in (True, False):  # columns kept by the forward, or built again by the backward
         y = backend.conv2d_forward(x, wt, b, *args, keep_for_backward=keep)
@@ -99,36 +100,37 @@ def test_conv_columns_are_built_chunk_by_chunk(flat, rng, monkeypatch):
     from gpucnn.backends.numpy import conv_cnhw as numpy_conv_cnhw
 
     events = []
-    product = numpy_conv._filter_product
+    product = numpy_conv.filter_product
     for module in (numpy_conv, numpy_conv_cnhw):
-        monkeypatch.setattr(module, "_filter_product", lambda *a: events.append("product") or product(*a))
+        monkeypatch.setattr(module, "filter_product", lambda *a: events.append("product") or product(*a))
     backend = NumpyBackend()
-    backend.flat_conv = flat
-    backend.flat_chunk_bytes = backend.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images
-    backend.BATCH_CHUNK = 2
-    backend.flat_keep_unstrided_columns = True
-    build = backend._cnhw_column_chunks if flat else None
+    convolution, cnhw = backend._convolution, backend._convolution.cnhw
+    cnhw.flat_conv = flat
+    cnhw.flat_chunk_bytes = cnhw.flat_kept_chunk_bytes = 4 * 16 * 9 * 18 * 18 * 2  # two images
+    convolution.BATCH_CHUNK = 2
+    cnhw.flat_keep_unstrided_columns = True
+    build = cnhw._column_chunks if flat else None
     if flat:
         def counted(*args):
             for chunk in build(*args):
                 events.append("columns")
                 yield chunk
-        monkeypatch.setattr(backend, "_cnhw_column_chunks", counted)
+        monkeypatch.setattr(cnhw, "_column_chunks", counted)
     else:
         im2col = numpy_conv._im2col
         monkeypatch.setattr(numpy_conv, "_im2col", lambda *a: events.append("columns") or im2col(*a))
     x = rng.standard_normal((5, 16, 16, 16)).astype(np.float32)
     wt = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
     args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
-    assert backend._cnhw_mode(x.shape, wt.shape, args[0], args[1], args[3], 16, 16) == ("shift" if flat else None)
+    assert cnhw.mode(x.shape, wt.shape, args[0], args[1], args[3], 16, 16) == ("shift" if flat else None)
     for keep in (False, True):
         events.clear()
         y = backend.conv2d_forward(x, wt, None, *args, keep_for_backward=keep)
         assert events == ["columns", "product"] * 3
-        assert len(backend._saved_columns) == keep
+        assert len(convolution.kept_columns) == keep
     events.clear()
     backend.conv2d_backward(np.ones_like(y), x, wt, *args)
-    assert "columns" not in events and not backend._saved_columns
+    assert "columns" not in events and not convolution.kept_columns
 
 
 @pytest.mark.parametrize("stride, size, mode", [(1, 16, "shift"), (2, 32, "shift"), (2, 16, "gather")])
@@ -140,12 +142,12 @@ def test_training_forward_keeps_only_strided_columns(stride, size, mode, rng):
     args = ((stride, stride), (1, 1, 1, 1), (1, 1), 1)
     backend = NumpyBackend()
     out = (size + 2 - 3) // stride + 1
-    assert backend._cnhw_mode(x.shape, wt.shape, args[0], args[1], 1, out, out) == mode
+    assert backend._convolution.cnhw.mode(x.shape, wt.shape, args[0], args[1], 1, out, out) == mode
     y = backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True)
-    assert len(backend._saved_columns) == (stride != 1)
+    assert len(backend._convolution.kept_columns) == (stride != 1)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dw, db = backend.conv2d_backward(dy, x, wt, *args)
-    assert not backend._saved_columns
+    assert not backend._convolution.kept_columns
     rdx, rdw, rdb = ref.conv2d_backward(dy, x, wt, *args)
     np.testing.assert_allclose(dx, rdx, **SUM_TOL)
     np.testing.assert_allclose(dw, rdw, **SUM_TOL)
@@ -161,7 +163,7 @@ def test_cnhw_paths_agree_with_im2col_path(rng):
     results = []
     for flat in (False, True):
         backend = NumpyBackend()
-        backend.flat_conv = flat
+        backend._convolution.cnhw.flat_conv = flat
         results.append((backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True),
                         *backend.conv2d_backward(dy, x, wt, *args)))
     for old, new in zip(*results):
@@ -179,7 +181,7 @@ BLOCKED_CASES = [
 
 @pytest.mark.parametrize("case", BLOCKED_CASES, ids=lambda c: f"s{c[6][0]}{c[6][1]}d{c[8][0]}{c[8][1]}g{c[9]}")
 def test_input_gradient_in_blocks_is_bitwise_the_whole_product(case, rng):
-    """_col2im_products forms the input gradient a kernel row and a block of output rows at a time when
+    """Convolution._col2im_products forms the input gradient a kernel row and a block of output rows at a time when
     the products are large; each input pixel gets its terms in the same order, so dx is bitwise the same
     (the plain convolution and the fused conv + ReLU + max-pool op)."""
     n, c, h, w, k, ks, stride, padding, dilation, groups = case
@@ -195,8 +197,8 @@ def test_input_gradient_in_blocks_is_bitwise_the_whole_product(case, rng):
     results = []
     for block_bytes in (1 << 30, 1, 3 * row_bytes - 1):  # whole; one output row a block; two rows a block
         backend = NumpyBackend()
-        backend.flat_conv = False
-        backend.col2im_block_bytes = block_bytes
+        backend._convolution.cnhw.flat_conv = False
+        backend._convolution.col2im_block_bytes = block_bytes
         backend.conv2d_forward(x, wt, None, *args, keep_for_backward=True)
         plain = backend.conv2d_backward(dy, x, wt, *args)
         _, state = backend.conv2d_relu_maxpool2d_forward(x, wt, b, *args, *pool, False, keep_for_backward=True)
@@ -214,7 +216,7 @@ def test_lenet5_does_not_take_the_new_paths():
     weights = []
     for flat in (False, True):
         backend = NumpyBackend()
-        backend.flat_conv = flat
+        backend._convolution.cnhw.flat_conv = flat
         gpucnn.register_backend("numpy-cpu-paths", lambda backend=backend: backend)
         with gpucnn.use_backend("numpy-cpu-paths"):
             gpucnn.manual_seed(0)
@@ -304,24 +306,24 @@ def test_max_of_four_matches_the_running_scan(rng):
     tied across the two rows), zeros, negative windows; NaN maxima stay NaN. With the ReLU marker,
     the windows whose maximum is not > 0 (NaN included) read 255."""
     from gpucnn.backends.numpy.windows import (
-        _mark_dead_windows,
-        _max_of_four_with_offset,
-        _running_max,
-        _tiled_windows,
+        mark_dead_windows,
+        max_of_four_with_offset,
+        running_max,
+        tiled_windows,
     )
 
     conv = rng.integers(-2, 3, (3, 8, 10, 7)).astype(np.float32)  # few values: many ties
     conv[0, :2, :2] = 1.0  # a whole window tied
     conv[1, 4:6, 0:2] = [[[0.5] * 7, [-1.0] * 7], [[0.5] * 7, [0.25] * 7]]  # a tie across rows
     conv[2, 0, 0, 0] = np.nan
-    windows = _tiled_windows(conv, (2, 2), (4, 5))
-    best, offset = _running_max([w.copy() for w in windows])
-    got_best, got_offset = _max_of_four_with_offset(windows)
+    windows = tiled_windows(conv, (2, 2), (4, 5))
+    best, offset = running_max([w.copy() for w in windows])
+    got_best, got_offset = max_of_four_with_offset(windows)
     finite = ~np.isnan(got_best)
     np.testing.assert_array_equal(got_best[finite], best[finite])
     assert np.isnan(got_best).sum() == 1 and np.isnan(got_best[2, 0, 0, 0])
     np.testing.assert_array_equal(got_offset[finite], offset[finite])
     assert got_offset[0, 0, 0, 0] == 0 and got_offset[1, 2, 0, 0] == 0
-    marked = _mark_dead_windows(got_offset.copy(), got_best)
+    marked = mark_dead_windows(got_offset.copy(), got_best)
     dead = ~(got_best > 0)
     assert (marked[dead] == 255).all() and np.array_equal(marked[~dead], got_offset[~dead])

@@ -31,8 +31,8 @@ def threads(monkeypatch):
     monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
     cpu_threads.reset()
     backend = NumpyBackend()
-    backend.split_min_columns = 1
-    backend.split_min_products = 1
+    backend._halves.split_min_columns = 1
+    backend._halves.split_min_products = 1
     yield backend
     cpu_threads.reset()
 
@@ -49,8 +49,8 @@ def _count_pairs(monkeypatch) -> list[int]:
     return calls
 
 
-# N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of numpy_conv.py
-# and numpy_conv_cnhw.py
+# N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), flat_conv: the paths of
+# backends/numpy/conv.py and conv_cnhw.py
 CONV_CASES = [
     (5, 4, 16, 16, 6, 3, 1, (1, 1, 1, 1), True),    # shift (at 10x10 its padded grid would be too wasteful)
     (4, 3, 32, 32, 5, 3, 2, (1, 1, 1, 1), True),    # shift on two row phases (ResNet's first strided 3x3)
@@ -64,10 +64,11 @@ CONV_CASES = [
                          ids=["shift", "strided-shift", "gather", "pointwise", "im2col"])
 def test_split_convolution_matches_reference(case, mode, threads, monkeypatch, rng):
     n, c, h, w, k, ks, s, padding, flat = case
-    threads.flat_conv = flat
+    cnhw = threads._convolution.cnhw
+    cnhw.flat_conv = flat  # on the whole: the halves follow it
     oh, ow = h + padding[0] + padding[1] - ks + 1, w + padding[2] + padding[3] - ks + 1
     oh, ow = (oh - 1) // s + 1, (ow - 1) // s + 1
-    assert threads._cnhw_mode((n // 2, c, h, w), (k, c, ks, ks), (s, s), padding, 1, oh, ow) == mode
+    assert cnhw.mode((n // 2, c, h, w), (k, c, ks, ks), (s, s), padding, 1, oh, ow) == mode
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
@@ -76,12 +77,12 @@ def test_split_convolution_matches_reference(case, mode, threads, monkeypatch, r
     y = threads.conv2d_forward(x, weight, bias, *spec, relu=False, keep_for_backward=True)
     # with BLAS on one thread the (C, N, H, W) paths build their columns again in the backward pass;
     # the batch-innermost path keeps them (the pointwise path has none)
-    kept = [len(part._saved_columns) for part in threads._parts]
+    kept = [len(part.kept_columns) for part in threads._halves._parts]
     assert kept == ([1, 1] if mode is None else [0, 0])
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dw, db = threads.conv2d_backward(dy, x, weight, *spec)
     assert len(pairs) == 2
-    assert not threads._saved_halves  # the backward used the halves the forward kept
+    assert not threads._halves._kept_halves  # the backward used the halves the forward kept
     np.testing.assert_allclose(y, ref.conv2d(x, weight, bias, *spec), **TOL)
     want_dx, want_dw, want_db = ref.conv2d_backward(dy, x, weight, *spec)
     np.testing.assert_allclose(dx, want_dx, **TOL)
@@ -141,13 +142,13 @@ def test_off_by_default_and_small_ops_stay_whole(monkeypatch):
     cpu_threads.reset()
     backend = NumpyBackend()
     assert not cpu_threads.parallel_available()
-    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) is None
+    assert backend._halves.split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) is None
     monkeypatch.setenv("GPUCNN_CPU_THREADS", "2")
     monkeypatch.setattr(cpu_threads, "_cores", lambda: 2)
     cpu_threads.reset()
-    assert backend._split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) == 128
+    assert backend._halves.split_point((256, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)) == 128
     lenet_conv2 = ((128, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1))
-    assert backend._split_point(*lenet_conv2) is None
+    assert backend._halves.split_point(*lenet_conv2) is None
     cpu_threads.reset()
 
 
@@ -208,7 +209,7 @@ def test_split_relu_and_batchnorm_match_whole(threads, monkeypatch, rng):
     from gpucnn import functional as F
     from gpucnn.core.tensor import Tensor
 
-    threads.split_min_elements = 1
+    threads._rows.split_min_elements = 1
     x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     pairs = _count_pairs(monkeypatch)

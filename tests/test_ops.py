@@ -394,8 +394,9 @@ def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
     """The numpy backend runs convolutions over the batch in chunks; uneven chunks must give the
     same result as the reference, and the weight gradient sums over every chunk."""
     from gpucnn.backends.numpy.backend import NumpyBackend
+    from gpucnn.backends.numpy.conv import Convolution
 
-    monkeypatch.setattr(NumpyBackend, "BATCH_CHUNK", 2)
+    monkeypatch.setattr(Convolution, "BATCH_CHUNK", 2)
     backend = NumpyBackend()
     x = rng.standard_normal((5, 4, 7, 6)).astype(np.float32)
     wt = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
@@ -412,14 +413,14 @@ def test_numpy_conv2d_in_batch_chunks(rng, monkeypatch):
 
 def test_numpy_weight_gradient_blocked_reduction(rng):
     """A first-layer-like conv (tiny weight, long reduction) takes the blocked path of
-    _products_over_long_axis, remainder block included; it must match the reference."""
+    products_over_long_axis, remainder block included; it must match the reference."""
     from gpucnn.backends.numpy.backend import NumpyBackend
-    from gpucnn.backends.numpy.conv import _products_over_long_axis
+    from gpucnn.backends.numpy.products import products_over_long_axis
 
     a = rng.standard_normal((2, 7, 5 * 1024 + 37)).astype(np.float32)
     b = rng.standard_normal((2, 3, 5 * 1024 + 37)).astype(np.float32)
     expected = np.einsum("grl,gkl->gkr", a.astype(np.float64), b.astype(np.float64))
-    np.testing.assert_allclose(_products_over_long_axis(a, b), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(products_over_long_axis(a, b), expected, rtol=1e-4, atol=1e-3)
 
     backend = NumpyBackend()
     x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)  # L = 30*30*8 = 7200: 7 blocks + 32
@@ -434,12 +435,12 @@ def test_numpy_filter_product_in_column_blocks(rng):
     """A few filters over a long im2col matrix are multiplied in column blocks, the last one
     partial; the product must match the plain one, and a conv taking that path the reference."""
     from gpucnn.backends.numpy.backend import NumpyBackend
-    from gpucnn.backends.numpy.conv import _filter_product
+    from gpucnn.backends.numpy.products import filter_product
 
     w_mat = rng.standard_normal((2, 3, 9)).astype(np.float32)
     cols = rng.standard_normal((2, 9, 3 * 4096 + 123)).astype(np.float32)
     out = np.full((2, 3, cols.shape[2]), np.nan, dtype=np.float32)
-    _filter_product(w_mat, cols, out)
+    filter_product(w_mat, cols, out)
     np.testing.assert_allclose(out, np.matmul(w_mat, cols), rtol=1e-6, atol=1e-6)
 
     x = rng.standard_normal((12, 1, 30, 30)).astype(np.float32)  # L = 28*28*12 = 9408: 2 blocks + 1216
@@ -451,9 +452,9 @@ def test_numpy_filter_product_in_column_blocks(rng):
 
 
 def test_numpy_scratch_pool_hands_back_by_shape_within_its_limit():
-    from gpucnn.backends.numpy.backend import _Scratch
+    from gpucnn.backends.numpy.scratch import ScratchPool
 
-    pool = _Scratch(limit=3 << 20)
+    pool = ScratchPool(limit=3 << 20)
     a = pool.take((256, 1024), np.float32)  # 1 MiB
     pool.give(a, a[:10], np.empty(10, np.float32))  # a view and a small array are never kept
     assert pool.take((256, 1024), np.float32) is a
@@ -471,12 +472,12 @@ def test_numpy_training_steps_equal_with_and_without_buffer_reuse(rng):
     """Steps that recycle the scratch pool's buffers give bit for bit what fresh arrays give: no
     buffer is handed out while something still reads it (batch 160: chunks of 64, 64 and 32)."""
     import gpucnn
-    from gpucnn.backends.numpy.backend import NumpyBackend, _Scratch
+    from gpucnn.backends.numpy.backend import NumpyBackend
 
     def train(reuse):
         backend = NumpyBackend()
         if not reuse:
-            backend._scratch = _Scratch(limit=0)
+            backend._scratch.limit = 0  # its pool, still empty, keeps nothing from now on
         with gpucnn.use_backend("numpy"):
             model = gpucnn.LeNet5(rng=np.random.default_rng(5))
         for m in model.modules():

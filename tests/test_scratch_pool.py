@@ -11,19 +11,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpucnn.backends.numpy.backend import NumpyBackend, _Scratch
+from gpucnn.backends.numpy.backend import NumpyBackend
+from gpucnn.backends.numpy.scratch import ScratchPool
 
-ITEMS = _Scratch.MIN_BYTES // 4  # float32 elements in the smallest array the pool keeps
+ITEMS = ScratchPool.MIN_BYTES // 4  # float32 elements in the smallest array the pool keeps
 
 
-def _check_accounting(pool: _Scratch) -> None:
+def _check_accounting(pool: ScratchPool) -> None:
     kept = [a for stack in pool._free.values() for a in stack]
     assert all(pool._free.values()), "an empty stack was left in the pool"
     assert pool._bytes == sum(a.nbytes for a in kept) <= pool.limit
 
 
 def test_evicting_after_a_shape_was_taken_back_out():
-    pool = _Scratch(limit=3 * _Scratch.MIN_BYTES)
+    pool = ScratchPool(limit=3 * ScratchPool.MIN_BYTES)
     first = pool.take((ITEMS,), np.float32)
     pool.give(first)
     assert pool.take((ITEMS,), np.float32) is first  # its shape's stack is now empty
@@ -33,7 +34,7 @@ def test_evicting_after_a_shape_was_taken_back_out():
 
 
 def test_least_recently_given_shape_is_dropped_first():
-    pool = _Scratch(limit=2 * (ITEMS + 2) * 4)
+    pool = ScratchPool(limit=2 * (ITEMS + 2) * 4)
     a, b, c = (np.empty((ITEMS + i,), np.float32) for i in range(3))
     pool.give(a, b)
     pool.give(c)  # over the cap: a, the oldest, goes
@@ -46,7 +47,7 @@ def test_least_recently_given_shape_is_dropped_first():
 
 def test_random_takes_and_gives_keep_the_pool_consistent():
     rng = np.random.default_rng(0)
-    pool = _Scratch(limit=5 * _Scratch.MIN_BYTES)
+    pool = ScratchPool(limit=5 * ScratchPool.MIN_BYTES)
     shapes = [(ITEMS + i,) for i in range(8)]
     held: list[np.ndarray] = []
     for _ in range(2000):
@@ -87,9 +88,9 @@ def test_training_steps_over_the_cap_match_an_uncapped_pool(limit_mib):
     # for the second convolution, so the cap is overflowed on every step
     batches = [70, 130, 70, 200, 5]
     capped = NumpyBackend()
-    capped._scratch = _Scratch(limit=limit_mib << 20)
+    capped._scratch.limit = limit_mib << 20  # the backend's pool is still empty: as if made with this cap
     uncapped = NumpyBackend()
-    uncapped._scratch = _Scratch(limit=1 << 40)
+    uncapped._scratch.limit = 1 << 40
     for got, want in zip(_train_steps(capped, batches), _train_steps(uncapped, batches), strict=True):
         np.testing.assert_array_equal(got, want)
     _check_accounting(capped._scratch)

@@ -1,34 +1,31 @@
-"""Convolution on the CPU: the im2col paths of the NumPy backend.
+"""Convolution on the CPU: the im2col paths of the NumPy backend (``Convolution``).
 
 Two layouts, each over the batch in chunks whose im2col matrix is built just before its product:
 - batch innermost (``_im2col``): the columns are (C*KH*KW, OH*OW*m), which LeNet-5's small images
   and the fused conv + ReLU + max-pool op run on;
-- images as (C, m, H, W), for wider networks: numpy_conv_cnhw.py, which ``ConvolutionPaths``'s
-  plain convolutions hand over to when ``_cnhw_mode`` names a path.
-``ConvolutionPaths`` is a part of ``NumpyBackend``: it uses the backend's scratch pool and its
-``_remember``/``_recall`` caches.
+- images as (C, m, H, W), for wider networks: conv_cnhw.py, which ``Convolution``'s plain
+  convolutions hand over to when ``CnhwConvolution.mode`` names a path.
+``Convolution`` is a part of ``NumpyBackend`` (threads.BatchHalves runs it whole, or two of them on
+a batch's halves); it holds a scratch pool, the im2col matrices training forwards keep, the (C, N,
+H, W) paths, and the pooling part its fused op falls back on where the pooling windows overlap.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...shapes import conv_output_hw, pool_output_hw
-from ..base import (
-    ConvPoolState,
-    composed_conv2d_relu_maxpool2d_backward,
-    composed_conv2d_relu_maxpool2d_forward,
-)
-from .windows import _mark_dead_windows, _max_of_four_with_offset, _running_max, _tiled_windows, _windows_tile
-
-if TYPE_CHECKING:
-    from .backend import _Scratch
+from ..contract import ConvPoolState, Padding, Pair
+from .conv_cnhw import CnhwConvolution
+from .pooling import Pooling
+from .products import filter_product, products_over_long_axis
+from .scratch import KeptForBackward, ScratchPool, collecting
+from .threads import RowHalves
+from .windows import mark_dead_windows, max_of_four_with_offset, running_max, tiled_windows, windows_tile
 
 
-def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> np.ndarray:
+def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: ScratchPool) -> np.ndarray:
     """x: (N, C, H, W) -> cols: (C*KH*KW, OH*OW*N), the one copy the convolution makes.
 
     The batch is the innermost axis (x is first laid out (C, H, W, N)), so each of the KH*KW
@@ -52,58 +49,13 @@ def _im2col(x, kh, kw, stride, padding, dilation, oh, ow, scratch: _Scratch) -> 
     return cols
 
 
-def _collecting(chunks, kept: list):
-    """Yields the chunks, appending each to kept as it passes."""
-    for chunk in chunks:
-        kept.append(chunk)
-        yield chunk
+class Convolution:
+    """The NumPy backend's convolutions of one worker: conv2d and the fused conv2d + ReLU + max-pool.
 
-
-def _products_over_long_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a: (G, R, L), b: (G, K, L) -> (G, K, R) = b @ a.T, summed over the long axis L.
-
-    When the result is tiny (a first conv layer's weight gradient: 6 x 25) and L long, OpenBLAS
-    cannot split the product over threads and streams L from memory on one core; summing
-    products of 1024-long blocks (in block order, so the result is reproducible) runs about
-    2.5x faster there. Otherwise it is the plain product, in the orientation OpenBLAS runs
-    fastest for these shapes ((a @ b.T).T, about 1.5x faster than b @ a.T).
+    The class attributes are its settings (those of its (C, N, H, W) paths are on ``cnhw``), which a
+    batch half's worker copies from the whole's (``follow``); its state is in underscored attributes.
     """
-    g, r, length = a.shape
-    k = b.shape[1]
-    block = 1024
-    blocks = length // block
-    if r * k > 1024 or blocks < 4:
-        return np.matmul(a, b.transpose(0, 2, 1)).transpose(0, 2, 1)
-    head = blocks * block
-    total = np.matmul(a[:, :, :head].reshape(g, r, blocks, block).transpose(0, 2, 1, 3),
-                      b[:, :, :head].reshape(g, k, blocks, block).transpose(0, 2, 3, 1)).sum(axis=1)
-    if head < length:
-        total += np.matmul(a[:, :, head:], b[:, :, head:].transpose(0, 2, 1))
-    return total.transpose(0, 2, 1)
 
-
-def _filter_product(w_mat: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """w_mat: (G, K, R) @ cols: (G, R, L) -> out: (G, K, L).
-
-    For a few filters and a long L (LeNet's first layer: 6 x 25 @ 25 x 25088 for 32 images)
-    OpenBLAS runs one call about 1.5x slower than the same product over column blocks of 4096
-    (each block's panel of cols stays in L2): LeNet-5 inference at batch 1024 got 15% faster.
-    """
-    g, k, r = w_mat.shape
-    length = cols.shape[2]
-    if k > 8 or length <= 2 * 4096:
-        return np.matmul(w_mat, cols, out=out)
-    for start in range(0, length, 4096):
-        np.matmul(w_mat, cols[:, :, start:start + 4096], out=out[:, :, start:start + 4096])
-    return out
-
-
-class ConvolutionPaths:
-    """NumpyBackend's convolutions: conv2d and the fused conv2d + ReLU + max-pool (their
-    ``_whole_*`` versions; cpu_threads.BatchHalves may run them on batch halves)."""
-
-    #: how many forward im2col matrices are kept for their backward pass (oldest dropped first)
-    SAVED_COLUMNS = 8
     #: convolutions run over the batch in chunks of this many images: with the batch innermost in
     #: im2col, a larger chunk makes the transposes stride past a page per element, and the im2col
     #: buffer stays small (1.3 MB for LeNet's first layer); 64 measured best on the 2-core machine
@@ -111,36 +63,46 @@ class ConvolutionPaths:
     #: the input gradient's products are formed in blocks of about this size where larger (see
     #: _col2im_products)
     col2im_block_bytes = 4 << 20
+
+    def __init__(self, scratch: ScratchPool, pooling: Pooling) -> None:
+        self._scratch = scratch
+        self._pooling = pooling  # for the fused op where its pooling windows do not tile
+        # id(x) -> (x, geometry, [(start, stop, cols)]): a training forward keeps its im2col
+        # matrices so the backward pass need not build them again (both layouts: one memo)
+        self._kept_columns = KeptForBackward()
+        self._cnhw = CnhwConvolution(scratch, self._kept_columns)
+
+    @property
+    def cnhw(self) -> CnhwConvolution:
+        """The (C, N, H, W) paths (conv_cnhw.py) that plain convolutions take where they pay."""
+        return self._cnhw
+
+    @property
+    def kept_columns(self) -> KeptForBackward:
+        """The im2col matrices training forwards kept for their backward passes."""
+        return self._kept_columns
+
+    def half(self) -> Convolution:
+        """A worker for one half of a batch (threads.BatchHalves): its own scratch pool, kept columns and
+        pooling, whose ReLU masks never split (the two halves already run at once)."""
+        return Convolution(ScratchPool(), Pooling(RowHalves(whole_only=True)))
+
+    def follow(self, other: Convolution) -> None:
+        """Take the settings ``other`` (and its ``cnhw``) has on the instance, e.g. a test's flat_conv =
+        False: a batch half then runs the paths its whole would."""
+        for mine, theirs in ((self, other), (self._cnhw, other._cnhw)):
+            vars(mine).update({k: v for k, v in vars(theirs).items() if not k.startswith("_")})
+
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
-        (see _lazily_kept); reused from a training forward when one kept them."""
+        (see scratch.KeptForBackward); reused from a training forward when one kept them."""
         n, step = x.shape[0], self.BATCH_CHUNK
         chunks = ((start, min(start + step, n),
                    _im2col(x[start:start + step], kh, kw, stride, padding, dilation, oh, ow, self._scratch))
                   for start in range(0, n, step))
-        return self._kept_or_built(x, (x.shape, x.dtype, kh, kw, stride, padding, dilation), chunks, keep, reuse)
+        geometry = (x.shape, x.dtype, kh, kw, stride, padding, dilation)
+        return self._kept_columns.kept_or_built(x, geometry, chunks, keep, reuse)
 
-    def _kept_or_built(self, x, geometry, chunks, keep: bool, reuse: bool):
-        """The column chunks a training forward kept for x at this geometry when reuse asks for them and
-        there are some; else ``chunks`` (a generator, not started until then), remembered as they pass
-        when keep asks for it."""
-        if reuse:
-            saved = self._recall(self._saved_columns, x, geometry)
-            if saved is not None:
-                return iter(saved)
-        return self._lazily_kept(chunks, x, geometry) if keep else chunks
-
-    def _lazily_kept(self, chunks, x, geometry):
-        """Yields the chunks as they are built and, once all were asked for, remembers them for x's
-        backward pass. Built one at a time, each chunk's product reads its columns while they are
-        still in cache; building every chunk first read them all back from memory (ResNet-8's
-        16-channel 32x32 convolution forward at batch 128: 22 ms that way, 14 ms chunk by chunk in
-        cache-sized chunks; benchmarks/results/cpu-lazy-columns-2026-11-24.md)."""
-        kept: list = []
-        yield from _collecting(chunks, kept)
-        self._remember(self._saved_columns, id(x), (x, geometry, kept), self.SAVED_COLUMNS)
-
-    # ---------------------------------------------------------------- convolution
     def _conv_chunks(self, w, b, column_chunks, oh, ow, groups, keep_columns):
         """Yields (start, stop, conv): each batch chunk's convolution plus bias, still in the
         batch-innermost layout of its im2col columns, conv: (K, OH, OW, m), valid until the next
@@ -150,7 +112,7 @@ class ConvolutionPaths:
         w_mat = w.reshape(groups, k // groups, r)
         for start, stop, cols in column_chunks:
             part = self._scratch.take((k, oh * ow * (stop - start)), w.dtype)
-            _filter_product(w_mat, cols.reshape(groups, r, -1), part.reshape(groups, k // groups, -1))
+            filter_product(w_mat, cols.reshape(groups, r, -1), part.reshape(groups, k // groups, -1))
             if not keep_columns:
                 self._scratch.give(cols)
             # the bias on the chunk while it is in cache, not as a pass over the whole output
@@ -160,14 +122,15 @@ class ConvolutionPaths:
             self._scratch.give(part)
 
     # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
-    def _whole_conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False, keep_for_backward=False):
+    def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Pair, padding: Padding,
+                       dilation: Pair, groups: int, relu: bool = False, keep_for_backward: bool = False) -> np.ndarray:
         n = x.shape[0]
         k, _, kh, kw = w.shape
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
-        mode = self._cnhw_mode(x.shape, w.shape, stride, padding, groups, oh, ow)
+        mode = self._cnhw.mode(x.shape, w.shape, stride, padding, groups, oh, ow)
         if mode is not None:
-            return self._cnhw_conv_forward(x, w, b, stride, padding, dilation, groups, oh, ow, relu,
-                                           keep_for_backward, mode)
+            return self._cnhw.conv2d_forward(x, w, b, stride, padding, dilation, groups, oh, ow, relu,
+                                             keep_for_backward, mode)
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, keep=keep_for_backward)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
         for start, stop, conv in self._conv_chunks(w, b, column_chunks, oh, ow, groups, keep_for_backward):
@@ -177,12 +140,14 @@ class ConvolutionPaths:
         return y
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
-    def _whole_conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+    def conv2d_backward(self, dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: Pair, padding: Padding,
+                        dilation: Pair, groups: int,
+                        need_input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         kh, kw = w.shape[2:]
         oh, ow = dy.shape[2:]
-        mode = self._cnhw_mode(x.shape, w.shape, stride, padding, groups, oh, ow)
+        mode = self._cnhw.mode(x.shape, w.shape, stride, padding, groups, oh, ow)
         if mode is not None:
-            return self._cnhw_conv_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad, mode)
+            return self._cnhw.conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad, mode)
         column_chunks = self._columns(x, kh, kw, stride, padding, dilation, oh, ow, reuse=True)
         # dy with the batch innermost, (K, OH, OW, m), matching the columns of _im2col
         chunks = ((chunk, self._batch_last(dy[chunk[0]:chunk[1]])) for chunk in column_chunks)
@@ -207,7 +172,7 @@ class ConvolutionPaths:
         for (start, stop, cols), dy_chunk in chunks:
             _, oh, ow, m = dy_chunk.shape
             dy_last = dy_chunk.reshape(groups, k // groups, -1)
-            part = _products_over_long_axis(cols.reshape(groups, r, -1), dy_last)
+            part = products_over_long_axis(cols.reshape(groups, r, -1), dy_last)
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
             # the bias gradient from dy's contiguous rows: faster than dy.sum(axis=(0, 2, 3))
             db_part = dy_last.sum(axis=-1).reshape(k)
@@ -271,15 +236,17 @@ class ConvolutionPaths:
                     windows[:, index, j]
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
-    def _whole_conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
-                                      pool_padding, ceil_mode, keep_for_backward=False):
+    def conv2d_relu_maxpool2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Pair,
+                                      padding: Padding, dilation: Pair, groups: int, kernel: Pair, pool_stride: Pair,
+                                      pool_padding: Pair, ceil_mode: bool,
+                                      keep_for_backward: bool = False) -> tuple[np.ndarray, ConvPoolState | None]:
         n = x.shape[0]
         k, _, kh, kw = w.shape
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
         ph, pw = pool_output_hw((oh, ow), kernel, pool_stride, pool_padding, ceil_mode)
-        if not _windows_tile(kernel, pool_stride, pool_padding, (oh, ow), (ph, pw)):
-            return composed_conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel,
-                                                       pool_stride, pool_padding, ceil_mode, keep_for_backward)
+        if not windows_tile(kernel, pool_stride, pool_padding, (oh, ow), (ph, pw)):
+            return self._composed_forward(x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
+                                          pool_padding, ceil_mode, keep_for_backward)
         # Each chunk is pooled while its convolution is in cache, in the columns' batch-innermost
         # layout (windows are strided views whose inner axis is the contiguous batch), and only the
         # pooled quarter is transposed to NCHW. ReLU comes after the max: max and ReLU commute, and
@@ -287,17 +254,17 @@ class ConvolutionPaths:
         column_chunks: list = []  # kept for the backward pass as they are built
         built = self._columns(x, kh, kw, stride, padding, dilation, oh, ow)
         if keep_for_backward:
-            built = _collecting(built, column_chunks)
+            built = collecting(built, column_chunks)
         y = np.empty((n, k, ph, pw), dtype=x.dtype)
         offsets = []
         for start, stop, conv in self._conv_chunks(w, b, built, oh, ow, groups, keep_for_backward):
-            windows = _tiled_windows(conv, kernel, (ph, pw))
+            windows = tiled_windows(conv, kernel, (ph, pw))
             if keep_for_backward and len(windows) == 4:
-                best, offset = _max_of_four_with_offset(windows)
-                offsets.append(_mark_dead_windows(offset, best))
+                best, offset = max_of_four_with_offset(windows)
+                offsets.append(mark_dead_windows(offset, best))
             elif keep_for_backward:
-                best, offset = _running_max(windows)
-                offsets.append(_mark_dead_windows(offset, best))
+                best, offset = running_max(windows)
+                offsets.append(mark_dead_windows(offset, best))
             else:
                 best = windows[0].copy()
                 for view in windows[1:]:
@@ -308,11 +275,13 @@ class ConvolutionPaths:
         return y, (ConvPoolState("tiled", (column_chunks, offsets, (oh, ow))) if keep_for_backward else None)
 
     # dy: (N, K, PH, PW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
-    def _whole_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel,
-                                       pool_stride, pool_padding, need_input_grad=True):
+    def conv2d_relu_maxpool2d_backward(self, dy: np.ndarray, saved: ConvPoolState, x: np.ndarray, w: np.ndarray,
+                                       stride: Pair, padding: Padding, dilation: Pair, groups: int, kernel: Pair,
+                                       pool_stride: Pair, pool_padding: Pair, need_input_grad: bool = True
+                                       ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         if not isinstance(saved, ConvPoolState) or saved.kind != "tiled":
-            return composed_conv2d_relu_maxpool2d_backward(self, dy, saved, x, w, stride, padding, dilation, groups,
-                                                        kernel, pool_stride, pool_padding, need_input_grad)
+            return self._composed_backward(dy, saved, x, w, stride, padding, dilation, groups, kernel, pool_stride,
+                                           pool_padding, need_input_grad)
         column_chunks, offsets, (oh, ow) = saved.use()  # its im2col matrices go back to the scratch pool
         k = w.shape[0]
         ph, pw = dy.shape[2:]
@@ -324,7 +293,7 @@ class ConvolutionPaths:
             dconv = self._scratch.take((k, oh, ow, stop - start), dy.dtype)
             if (ph * kh, pw * kw) != (oh, ow):
                 dconv.fill(0)  # a floor-mode remainder no window covers
-            for index, view in enumerate(_tiled_windows(dconv, kernel, (ph, pw))):
+            for index, view in enumerate(tiled_windows(dconv, kernel, (ph, pw))):
                 np.multiply(pooled, offset == index, out=view)
             self._scratch.give(pooled)
             return dconv
@@ -332,3 +301,23 @@ class ConvolutionPaths:
         grads = (unpooled(start, stop, offset) for (start, stop, _), offset in zip(column_chunks, offsets))
         return self._conv_backward_chunks(zip(column_chunks, grads), x.shape, w, stride, padding, dilation,
                                           groups, need_input_grad)
+
+    # The fused op where the pooling windows overlap or stick out: the three ops one after another, as
+    # base.composed_conv2d_relu_maxpool2d_forward/backward run them, on this worker's own convolution
+    # and pooling (whose backward applies the ReLU mask).
+    def _composed_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride, pool_padding,
+                          ceil_mode, keep_for_backward):
+        conv = self.conv2d_forward(x, w, b, stride, padding, dilation, groups, relu=True,
+                                   keep_for_backward=keep_for_backward)
+        y, argmax = self._pooling.maxpool2d_forward(conv, kernel, pool_stride, pool_padding, ceil_mode)
+        return y, (ConvPoolState("composed", (y, argmax, tuple(conv.shape))) if keep_for_backward else None)
+
+    def _composed_backward(self, dy, saved, x, w, stride, padding, dilation, groups, kernel, pool_stride,
+                           pool_padding, need_input_grad):
+        if not isinstance(saved, ConvPoolState) or saved.kind != "composed":
+            raise ValueError("conv2d_relu_maxpool2d_backward: needs the state of a forward run with "
+                             "keep_for_backward=True on this backend")
+        y, argmax, conv_shape = saved.use()
+        dconv = self._pooling.maxpool2d_backward(dy, argmax, conv_shape, kernel, pool_stride, pool_padding,
+                                                 relu_output=y)
+        return self.conv2d_backward(dconv, x, w, stride, padding, dilation, groups, need_input_grad=need_input_grad)

@@ -20,9 +20,8 @@ per conv per step, which dominated ResNet-8 on 2 cores. These paths lay each bat
   per image on the (subsampled) NCHW input.
 LeNet-5 runs its convolutions as the fused conv + ReLU + max-pool op and never comes here.
 
-``CnhwConvolutions`` is a part of ``NumpyBackend``, beside ``numpy_conv.ConvolutionPaths``, whose
-plain convolutions come here when ``_cnhw_mode`` names a path; it uses the backend's scratch pool
-and its ``_remember``/``_recall`` caches.
+``CnhwConvolution`` is a part of conv.py's ``Convolution``, whose plain convolutions come here when
+``mode`` names a path; it shares that part's scratch pool and kept columns.
 """
 
 from __future__ import annotations
@@ -31,8 +30,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..contract import Padding, Pair, Shape
 from . import threads as cpu_threads
-from .conv import _filter_product, _products_over_long_axis
+from .products import filter_product, products_over_long_axis
+from .scratch import KeptForBackward, ScratchPool
 
 
 class _FlatGeometry(NamedTuple):
@@ -68,11 +69,15 @@ def _phase_rows(pad_before: int, size: int, offset: int, step: int, cells: int) 
     return slice(first, stop), slice(start, start + step * (stop - first), step)
 
 
-class CnhwConvolutions:
-    """The "shift", "gather" and "pointwise" convolutions (see the module's docstring)."""
+class CnhwConvolution:
+    """The "shift", "gather" and "pointwise" convolutions (see the module's docstring).
+
+    The class attributes are its settings, which a batch half's worker copies from the whole's
+    (conv.Convolution.follow); its state is in underscored attributes.
+    """
 
     #: plain convolutions (not the fused conv + ReLU + max-pool op LeNet-5 uses) run on (C, N, H, W)
-    #: images (this module's paths); False: the batch-innermost im2col path (numpy_conv.py)
+    #: images (this module's paths); False: the batch-innermost im2col path (conv.py)
     flat_conv = True
     #: images per chunk there: as many as keep the im2col matrix near this size, so that a chunk's
     #: columns are still in cache (32 MiB L3, 2 MiB L2 per core) when its product reads them.
@@ -97,7 +102,12 @@ class CnhwConvolutions:
     #: (strided ones always keep theirs; see _keeps_columns)
     flat_keep_unstrided_columns = False
 
-    def _cnhw_mode(self, x_shape, w_shape, stride, padding, groups, oh, ow) -> str | None:
+    def __init__(self, scratch: ScratchPool, kept_columns: KeptForBackward) -> None:
+        self._scratch = scratch
+        self._kept_columns = kept_columns  # shared with conv.Convolution: one memo per worker
+
+    def mode(self, x_shape: Shape, w_shape: Shape, stride: Pair, padding: Padding, groups: int, oh: int,
+             ow: int) -> str | None:
         """Which path above a convolution takes; None: the batch-innermost im2col path."""
         if not self.flat_conv:
             return None
@@ -112,7 +122,7 @@ class CnhwConvolutions:
         return "shift" if grid <= self.flat_max_strided_waste * oh * ow else "gather"
 
     @staticmethod
-    def _cnhw_geometry(x_shape, kh, kw, stride, padding, dilation, oh, ow, mode) -> _FlatGeometry:
+    def _geometry(x_shape, kh, kw, stride, padding, dilation, oh, ow, mode) -> _FlatGeometry:
         """Where each kernel offset reads (see _FlatGeometry)."""
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
         hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
@@ -125,7 +135,7 @@ class CnhwConvolutions:
         phases = tuple(_phase_rows(pt, x_shape[2], a, sh, gh) for a in range(sh))
         return _FlatGeometry((gh, gw), (hp, wp), row, max(shift for _, shift in taps), taps, phases, *layout)
 
-    def _cnhw_chunk(self, x_shape, kh, kw, grid, keep) -> int:
+    def _chunk(self, x_shape, kh, kw, grid, keep) -> int:
         """Images per chunk: as many as keep the chunk's im2col matrix near ``flat_chunk_bytes``
         (``flat_kept_chunk_bytes`` for columns kept for a backward pass)."""
         per_image = 4 * x_shape[1] * kh * kw * grid[0] * grid[1]
@@ -145,22 +155,22 @@ class CnhwConvolutions:
         phases (or gathered), which the backward pass would pay again: 16 -> 32 and 32 -> 64
         channels 20.7 -> 23.3 and 15.0 -> 20.1 ms, so they stay kept. Training memory falls too:
         the kept columns were ResNet-8's largest arrays (cpu-unkept-columns-2026-11-24.md). With
-        the threads on, nothing is kept (cpu_threads says why)."""
+        the threads on, nothing is kept (threads.py says why)."""
         if not cpu_threads.keeps_columns():
             return False
         return self.flat_keep_unstrided_columns or tuple(geo.stride) != (1, 1)
 
-    def _cnhw_columns(self, x, kh, kw, geo: _FlatGeometry, keep=False, reuse=False):
+    def _columns(self, x, kh, kw, geo: _FlatGeometry, keep=False, reuse=False):
         """Yields (start, stop, cols), cols: (C*KH*KW, m*GH*GW), one chunk at a time (see
-        _lazily_kept); reused from a training forward when kept."""
-        chunks = self._cnhw_column_chunks(x, kh, kw, geo, keep)
-        return self._kept_or_built(x, (x.shape, x.dtype, kh, kw, geo), chunks, keep, reuse)
+        scratch.KeptForBackward); reused from a training forward when kept."""
+        chunks = self._column_chunks(x, kh, kw, geo, keep)
+        return self._kept_columns.kept_or_built(x, (x.shape, x.dtype, kh, kw, geo), chunks, keep, reuse)
 
-    def _cnhw_column_chunks(self, x, kh, kw, geo: _FlatGeometry, keep):
+    def _column_chunks(self, x, kh, kw, geo: _FlatGeometry, keep):
         n, c, h, w = x.shape
         (sh, sw), (pt, pb, pl, pr), (dh, dw) = geo.stride, geo.padding, geo.dilation
         grid = geo.grid
-        step = self._cnhw_chunk(x.shape, kh, kw, grid, keep)
+        step = self._chunk(x.shape, kh, kw, grid, keep)
         for start in range(0, n, step):
             stop = min(start + step, n)
             m = stop - start
@@ -211,19 +221,22 @@ class CnhwConvolutions:
             cells[:, :, cell_rows, pl:pl + w] = x[:, :, input_rows].transpose(1, 0, 2, 3)
         return flat
 
-    def _cnhw_conv_forward(self, x, w, b, stride, padding, dilation, groups, oh, ow, relu, keep_for_backward,
-                           mode):
+    # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
+    def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Pair, padding: Padding,
+                       dilation: Pair, groups: int, oh: int, ow: int, relu: bool, keep_for_backward: bool,
+                       mode: str) -> np.ndarray:
+        """conv.Convolution.conv2d_forward on the path ``mode`` names (the output size already known)."""
         if mode == "pointwise":
             return self._pointwise_forward(x, w, b, stride, oh, ow, relu)
         n = x.shape[0]
         k, cg, kh, kw = w.shape
-        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
+        geo = self._geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
         w_mat = w.reshape(groups, k // groups, cg * kh * kw)
         y = np.empty((n, k, oh, ow), dtype=x.dtype)
         keep_for_backward = keep_for_backward and self._keeps_columns(geo)
-        for start, stop, cols in self._cnhw_columns(x, kh, kw, geo, keep=keep_for_backward):
+        for start, stop, cols in self._columns(x, kh, kw, geo, keep=keep_for_backward):
             part = self._scratch.take((k, cols.shape[1]), x.dtype)
-            _filter_product(w_mat, cols.reshape(groups, cg * kh * kw, -1), part.reshape(groups, k // groups, -1))
+            filter_product(w_mat, cols.reshape(groups, cg * kh * kw, -1), part.reshape(groups, k // groups, -1))
             if not keep_for_backward:
                 self._scratch.give(cols)
             valid = part.reshape(k, stop - start, *geo.grid)[:, :, :oh, :ow]
@@ -235,19 +248,23 @@ class CnhwConvolutions:
             self._scratch.give(part)
         return y
 
-    def _cnhw_conv_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad, mode):
+    # dy: (N, K, OH, OW) -> dx: (N, C, H, W) | None, dw: (K, C/G, KH, KW), db: (K,)
+    def conv2d_backward(self, dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: Pair, padding: Padding,
+                        dilation: Pair, groups: int, need_input_grad: bool,
+                        mode: str) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """conv.Convolution.conv2d_backward on the path ``mode`` names."""
         if mode == "pointwise":
             return self._pointwise_backward(dy, x, w, stride, need_input_grad)
         n, c, h, wd = x.shape
         k, cg, kh, kw = w.shape
         r = cg * kh * kw
         oh, ow = dy.shape[2:]
-        geo = self._cnhw_geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
+        geo = self._geometry(x.shape, kh, kw, stride, padding, dilation, oh, ow, mode)
         grid = geo.grid
         w_t = w.reshape(groups, k // groups, r).transpose(0, 2, 1)
         dx = np.empty(x.shape, dtype=w.dtype) if need_input_grad else None
         dw = db = None
-        for start, stop, cols in self._cnhw_columns(x, kh, kw, geo, reuse=True):
+        for start, stop, cols in self._columns(x, kh, kw, geo, reuse=True):
             m = stop - start
             length = m * grid[0] * grid[1]
             # dy on the product's grid, zero at the padding positions so they add nothing to dw or dx
@@ -257,7 +274,7 @@ class CnhwConvolutions:
             cells[:, :, :oh, ow:] = 0
             cells[:, :, :oh, :ow] = dy[start:stop].transpose(1, 0, 2, 3)
             dy_rows = flat_dy.reshape(groups, k // groups, length)
-            part = _products_over_long_axis(cols.reshape(groups, r, length), dy_rows)
+            part = products_over_long_axis(cols.reshape(groups, r, length), dy_rows)
             dw = part if dw is None else dw + part  # chunks summed in order: deterministic
             db_part = flat_dy.sum(axis=-1)
             db = db_part if db is None else db + db_part

@@ -1,16 +1,18 @@
-"""Window views shared by the NumPy backend's pooling ops and its fused conv + ReLU + max-pool op:
-padding, strided window views, running maxima that remember the winning offset, and the sum of
-window-shaped gradients back onto the input grid."""
+"""Window views shared by the NumPy backend's pooling ops (pooling.py) and its fused conv + ReLU +
+max-pool op (conv.py): padding, strided window views, running maxima that remember the winning
+offset, and the sum of window-shaped gradients back onto the input grid."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ...shapes import pool_output_hw
+from ..contract import Pair, Shape
 
 
-def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float) -> np.ndarray:
+def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float) -> np.ndarray:
     """Pad the last two axes; returns ``x`` itself when there is nothing to pad."""
     if top == bottom == left == right == 0:
         return x
@@ -20,8 +22,8 @@ def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: flo
     return out
 
 
-def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                 oh: int, ow: int) -> np.ndarray:
+def window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                oh: int, ow: int) -> np.ndarray:
     """A read-only view (N, C, KH, KW, OH, OW) of every window of a padded input."""
     s_n, s_c, s_h, s_w = xpad.strides
     n, c = xpad.shape[:2]
@@ -29,7 +31,8 @@ def _window_view(xpad: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
                       strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
 
 
-def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h, pad_w):
+def spread_windows(contrib: Callable[[int, int], np.ndarray], dx_shape: Shape, kh: int, kw: int, sh: int,
+                   sw: int, dh: int, dw: int, top: int, left: int, pad_h: int, pad_w: int) -> np.ndarray:
     """Sum window-shaped contributions back onto the input grid.
 
     contrib(i, j) returns the (N, C, OH, OW) values that kernel offset (i, j) adds; the
@@ -46,29 +49,20 @@ def _spread_windows(contrib, dx_shape, kh, kw, sh, sw, dh, dw, top, left, pad_h,
     return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w])
 
 
-def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
-    """Output size and the padded extent that every window fits inside."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = pool_output_hw((h, w), kernel, stride, padding, ceil_mode)
-    bottom = max(0, (oh - 1) * sh + kh - ph - h)
-    right = max(0, (ow - 1) * sw + kw - pw - w)
-    return oh, ow, bottom, right
-
-
-def _windows_tile(kernel, stride, padding, in_hw, out_hw) -> bool:
+def windows_tile(kernel: Pair, stride: Pair, padding: Pair, in_hw: Pair, out_hw: Pair) -> bool:
     """True when pooling windows neither overlap nor stick out: each input cell is in at most one."""
     return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
             and out_hw[0] * kernel[0] <= in_hw[0] and out_hw[1] * kernel[1] <= in_hw[1])
 
 
-def _tiled_windows(a: np.ndarray, kernel, out_hw) -> list[np.ndarray]:
+def tiled_windows(a: np.ndarray, kernel: Pair, out_hw: Pair) -> list[np.ndarray]:
     """For a: (K, H, W, m) and non-overlapping windows, one strided view (K, OH, OW, m) per kernel
     offset, in row-major offset order; writing to a view writes into ``a``."""
     (kh, kw), (oh, ow) = kernel, out_hw
     return [a[:, i:oh * kh:kh, j:ow * kw:kw] for i in range(kh) for j in range(kw)]
 
 
-def _running_max(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def running_max(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The elementwise maximum over ``views`` (one per kernel offset, in order) and the index of
     the view it came from, the first on ties. NaN is not handled: a NaN maximum's index is
     arbitrary. uint8 indices (the largest value stays free for a caller's marker) when they fit."""
@@ -84,8 +78,8 @@ def _running_max(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return best, offset
 
 
-def _max_of_four_with_offset(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``_running_max`` of exactly four views (a 2x2 pooling window), the same values and indices
+def max_of_four_with_offset(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``running_max`` of exactly four views (a 2x2 pooling window), the same values and indices
     (the first on ties), as a tournament: the two pairs, then their winners. Three float passes
     fewer than the running scan and the index kept in bytes: 25% faster at LeNet's shapes."""
     v0, v1, v2, v3 = views
@@ -102,7 +96,7 @@ def _max_of_four_with_offset(views: list[np.ndarray]) -> tuple[np.ndarray, np.nd
     return np.maximum(top, bottom, out=top), second
 
 
-def _mark_dead_windows(offset: np.ndarray, best: np.ndarray) -> np.ndarray:
+def mark_dead_windows(offset: np.ndarray, best: np.ndarray) -> np.ndarray:
     """Offsets (uint8) set to 255 where the window's maximum is not > 0 (or is NaN): after the
     ReLU such windows pass no gradient. Byte arithmetic: (best > 0) - 1 is 0 or 255."""
     if offset.dtype != np.uint8:
@@ -111,19 +105,3 @@ def _mark_dead_windows(offset: np.ndarray, best: np.ndarray) -> np.ndarray:
     dead = np.greater(best, 0).view(np.uint8)
     np.subtract(dead, 1, out=dead)
     return np.bitwise_or(offset, dead, out=offset)
-
-
-def _avg_divisor(h, w, oh, ow, kernel, stride, padding, count_include_pad, dtype):
-    """PyTorch's divisor: the window clipped to input+padding, or to the input alone."""
-    def axis(size, out, k, s, p):
-        start = np.arange(out) * s - p
-        end = np.minimum(start + k, size + p)
-        full = end - start
-        inside = np.minimum(end, size) - np.maximum(start, 0)
-        return full, inside
-
-    full_h, in_h = axis(h, oh, kernel[0], stride[0], padding[0])
-    full_w, in_w = axis(w, ow, kernel[1], stride[1], padding[1])
-    if count_include_pad:
-        return np.outer(full_h, full_w).astype(dtype)
-    return np.outer(in_h, in_w).astype(dtype)
