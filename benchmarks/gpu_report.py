@@ -5,7 +5,7 @@
 
 On a GPU it runs: the whole test suite with GPUCNN_BACKEND=cuda; benchmarks/bench_kernels.py (each
 kernel against PyTorch + cuDNN, TF32 off); the speed-run recipe of ``examples/train_mnist.py
---speedrun`` (its ``SPEEDRUN`` dict, read from the example itself: LeNet-5, SGD Nesterov with weight
+--speedrun`` (``gpucnn.recipes.SPEEDRUN``, which the example reads too: LeNet-5, SGD Nesterov with weight
 decay under OneCycleLR stepped every optimizer step, which also cycles the momentum, label
 smoothing, random shifts) until the test accuracy first reaches 99.0%, in gpucnn eager, gpucnn with
 CUDA graphs, PyTorch eager and PyTorch with CUDA graphs (a hand-written SGD step that reads each
@@ -45,7 +45,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))  # speedrun_runs, beside this file, also when loaded by path
+sys.path.insert(0, str(REPO / "dev"))  # speedrun_runs (the PyTorch runs), also when this file is loaded by path
 
 from speedrun_runs import Run, torch_run  # noqa: E402
 
@@ -54,27 +54,16 @@ from gpucnn import optim, training  # noqa: E402
 from gpucnn.cuda_graph import GraphedStep  # noqa: E402
 from gpucnn.datasets import MNIST, DatasetNotFoundError, load_mnist, normalize  # noqa: E402
 from gpucnn.files import write_atomically  # noqa: E402
+from gpucnn.recipes import SPEEDRUN  # noqa: E402  (the recipe train_mnist.py --speedrun runs)
 from gpucnn.training import Trainer  # noqa: E402
 
 NOT_AVAILABLE = "not available in this version"
 SKIPPED = "skipped"
 
 
-def _load_example() -> Any:
-    # loaded from its file, not copied: the recipe timed here is the one --speedrun runs, by construction
-    spec = importlib.util.spec_from_file_location("train_mnist", REPO / "examples" / "train_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # what a dataclass in it would look up while it runs
-    spec.loader.exec_module(module)
-    return module
-
-
-train_mnist = _load_example()
-
-
 @dataclass
 class Recipe:
-    """examples/train_mnist.py's speed-run recipe (``train_mnist.SPEEDRUN``), the one the report times."""
+    """examples/train_mnist.py's speed-run recipe (``gpucnn.recipes.SPEEDRUN``), the one the report times."""
 
     epochs: int
     batch_size: int
@@ -90,11 +79,11 @@ class Recipe:
     @classmethod
     def speedrun(cls, epochs: int | None = None, target: float | None = 0.99, seed: int = 0) -> Recipe:
         """The recipe of ``train_mnist.py --speedrun``; ``epochs`` overrides its epochs, as --epochs does there."""
-        s = train_mnist.SPEEDRUN
+        s = SPEEDRUN
         if s.get("optimizer", "sgd") != "sgd" or s.get("schedule") != "onecycle" or not s.get("momentum", 0.9) > 0:
             # the four runs below implement SGD Nesterov + OneCycleLR only: fail rather than time another recipe
-            raise ValueError(f"gpu_report: train_mnist.SPEEDRUN is no longer SGD Nesterov with OneCycleLR ({s}); "
-                             f"update benchmarks/gpu_report.py's training runs")
+            raise ValueError(f"gpu_report: gpucnn.recipes.SPEEDRUN is no longer SGD Nesterov with OneCycleLR "
+                             f"({dict(s)}); update benchmarks/gpu_report.py's training runs")
         return cls(epochs=epochs or s["epochs"], batch_size=s["batch_size"], lr=s["lr"], momentum=s["momentum"],
                    weight_decay=s["weight_decay"], pct_start=s["pct_start"], label_smoothing=s["label_smoothing"],
                    shift=s["shift"], seed=seed, target=target)
@@ -328,7 +317,7 @@ def section_torch_graphs(cfg: Config) -> str:
 
 
 def section_speedrun(cfg: Config) -> str:
-    # the sections above rebuild its recipe from train_mnist.SPEEDRUN; this runs the example's own command line
+    # the sections above rebuild its recipe from gpucnn.recipes.SPEEDRUN; this runs the example's own command line
     command = [sys.executable, "examples/train_mnist.py", "--speedrun", "--no-progress"]
     if cfg.dry_run:
         command += ["--backend", "cuda-sim", "--limit", "512", "--test-limit", "256", "--epochs", "1"]
@@ -511,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="the same plumbing on cuda-sim, small and fast (no GPU)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs of the speed-run recipe (default {train_mnist.SPEEDRUN['epochs']}; dry run 1)")
+                   help=f"epochs of the speed-run recipe (default {SPEEDRUN['epochs']}; dry run 1)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed to the test suite and bench_kernels")
     p.add_argument("--sections", default=None,
                    help="comma-separated sections to run (default: all): " + ", ".join(k for k, _, _ in SECTIONS) +

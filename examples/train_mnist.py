@@ -3,7 +3,7 @@
     python examples/train_mnist.py                      # default backend, 10 epochs, modern LeNet-5
     python examples/train_mnist.py --backend cuda-sim --limit 512 --epochs 1
     python examples/train_mnist.py --model lenet5-classic --plot runs/classic.png
-    python examples/train_mnist.py --speedrun           # the fewest-steps recipe to >= 99.0% (SPEEDRUN below)
+    python examples/train_mnist.py --speedrun           # the fewest-steps recipe to >= 99.0% (gpucnn.recipes)
     python examples/train_mnist.py --speedrun --graph --backend cuda   # each step one CUDA-graph replay
     mpiexec -n 2 python examples/train_mnist.py --distributed   # 2 processes, the same global batch
 """
@@ -25,14 +25,9 @@ import gpucnn
 from gpucnn import distributed, optim
 from gpucnn.datasets import DatasetNotFoundError, load_mnist, normalize
 from gpucnn.models import MODELS
+from gpucnn.recipes import SPEEDRUN  # --speedrun's recipe, shared with benchmarks/gpu_report.py
 from gpucnn.serialization import CheckpointError
 from gpucnn.training import Trainer, evaluate
-
-#: ``--speedrun``: the recipe that reached >= 99.0% test accuracy in the fewest optimizer steps on at
-#: least 4 of 5 seeds (benchmarks/speedrun_search.py, benchmarks/results/speedrun-2026-11-23.md);
-#: flags given beside --speedrun override its values
-SPEEDRUN = dict(epochs=4, batch_size=320, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-                schedule="onecycle", pct_start=0.25, label_smoothing=0.1, shift=1)
 
 
 def _number(convert: Callable[[str], int | float], kind: str, low: float, high: float | None = None,

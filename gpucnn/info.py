@@ -100,6 +100,16 @@ def _gpus(cupy: Any, cupy_version: str) -> dict[str, Any]:
     }
 
 
+def _pypi_nvrtc() -> str:
+    """The NVRTC from PyPI (the ``test`` extra) that checks every kernel compiles, GPU or not."""
+    from .backends.cuda import nvrtc
+
+    try:
+        return ".".join(str(v) for v in nvrtc.version())
+    except ModuleNotFoundError:  # cuda-bindings missing; a missing libnvrtc raises otherwise, an error line
+        return f"{NOT_INSTALLED} ({nvrtc.INSTALL_HINT})"
+
+
 def _sim_compiler() -> dict[str, Any]:
     """The host compiler cuda-sim would build with, and its version."""
     from .backends.sim import device as loader
@@ -146,6 +156,7 @@ def collect() -> dict[str, Any]:
         "default_backend": _guard(default_backend_name),
         "GPUCNN_BACKEND": os.environ.get("GPUCNN_BACKEND") or None,
         "gpu": _guard(lambda: _gpus(cupy, cupy_version)),
+        "nvrtc_pypi": _guard(_pypi_nvrtc),
         "sim_compiler": _guard(_sim_compiler),
         "mnist": _guard(_mnist),
         "kernel_cache": _guard(_kernel_caches),

@@ -96,12 +96,19 @@ def mnist_path() -> Path:
     return path
 
 
-def benchmark_module(name: str):
-    """benchmarks/<name>.py imported once, as the module ``name`` (registered in sys.modules, where its
-    dataclasses and named tuples look their module up)."""
+def script_module(path: str):
+    """A script of the repository that is not part of the package (``benchmarks/gpu_report.py``,
+    ``dev/gemm_floor.py``) imported once, as the module named by its stem (registered in sys.modules,
+    where its dataclasses and named tuples look their module up, and where the script's own imports of
+    its neighbours find it)."""
+    name = Path(path).stem
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)  # a half-run module left there would hide the error from the next test
+            raise
     return sys.modules[name]

@@ -1,4 +1,4 @@
-"""benchmarks/gemm_floor.py: the products it records from a training step, and its hot-operand timing.
+"""dev/gemm_floor.py: the products it records from a training step, and its hot-operand timing.
 (The timings against PyTorch are the benchmark's own business; these tests need no PyTorch.)"""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import pytest
 
 import gpucnn
 
-from conftest import benchmark_module
+from conftest import script_module
 
 
 def _floor_module():
-    return benchmark_module("gemm_floor")
+    return script_module("dev/gemm_floor.py")
 
 
 def _lenet_step(batch: int):

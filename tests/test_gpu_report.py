@@ -1,6 +1,6 @@
 """benchmarks/gpu_report.py --dry-run: the report's plumbing on cuda-sim, end to end, in a subprocess, and a
 report built over several calls; and the hand-written SGD step of its PyTorch CUDA-graph run
-(benchmarks/speedrun_runs.py) against torch.optim.SGD + OneCycleLR."""
+(dev/speedrun_runs.py) against torch.optim.SGD + OneCycleLR."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, _sim_reason, benchmark_module, mnist_dir
+from gpucnn.recipes import SPEEDRUN
+
+from conftest import REPO, _sim_reason, mnist_dir, script_module
 
 SECTIONS = ["Test suite", "Kernel benchmarks (bench_kernels.py)", "Training: gpucnn eager",
             "Training: gpucnn CUDA graphs", "Training: PyTorch eager", "Training: PyTorch CUDA graphs",
@@ -21,7 +23,7 @@ ROW = r"^\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$"
 
 
 def _report_module():
-    return benchmark_module("gpu_report")
+    return script_module("benchmarks/gpu_report.py")
 
 
 def _torch_importable() -> bool:
@@ -104,11 +106,12 @@ def test_dry_run_writes_every_section_with_numbers(tmp_path):
 
 
 def test_recipe_is_train_mnist_speedrun():
+    """The recipe the report times is gpucnn.recipes.SPEEDRUN, the one train_mnist.py --speedrun runs
+    (tests/test_speedrun.py checks the example's side)."""
     report = _report_module()
-    speedrun = report.train_mnist.SPEEDRUN
     recipe = report.Recipe.speedrun()
     for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "pct_start", "label_smoothing", "shift"):
-        assert getattr(recipe, name) == speedrun[name], name
+        assert getattr(recipe, name) == SPEEDRUN[name], name
     assert recipe.target == 0.99
     assert report.Recipe.speedrun(epochs=1, target=None).epochs == 1
 
@@ -117,8 +120,9 @@ def test_graph_step_sgd_matches_torch_sgd_with_one_cycle():
     """TableSGD (the update inside the PyTorch CUDA-graph step: lr and momentum read from device tables at
     a device counter) gives the weights of torch.optim.SGD(nesterov) stepped with torch's OneCycleLR."""
     torch = pytest.importorskip("torch")
-    _report_module()
-    runs = sys.modules["speedrun_runs"]  # loaded by gpu_report
+    report = _report_module()
+    runs = script_module("dev/speedrun_runs.py")
+    assert report.torch_run is runs.torch_run  # the module gpu_report imported, not a second copy
     steps, max_lr, pct_start, weight_decay = 8, 0.1, 0.25, 5e-4  # the peak on step 1 (pct_start * 8 - 1)
 
     def model():

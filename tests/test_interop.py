@@ -11,7 +11,12 @@ tnn = torch.nn
 
 import gpucnn  # noqa: E402
 import gpucnn.functional as F  # noqa: E402
-from gpucnn.interop import from_torch_state_dict, load_torch_state_dict, to_torch_state_dict  # noqa: E402
+from gpucnn.interop import (  # noqa: E402
+    from_torch_state_dict,
+    load_torch_state_dict,
+    to_torch_state_dict,
+    torch_resnet,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -24,39 +29,6 @@ def torch_lenet5() -> tnn.Module:
     return tnn.Sequential(tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
                           tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
                           tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
-
-
-class TorchBlock(tnn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.shortcut = tnn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = tnn.Sequential(tnn.Conv2d(in_planes, planes, 1, stride, bias=False),
-                                           tnn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class TorchResNet8(tnn.Module):
-    def __init__(self, width: int, in_channels: int = 3, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = tnn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(width)
-        self.layer1 = tnn.Sequential(TorchBlock(width, width, 1))
-        self.layer2 = tnn.Sequential(TorchBlock(width, 2 * width, 2))
-        self.layer3 = tnn.Sequential(TorchBlock(2 * width, 4 * width, 2))
-        self.avgpool = tnn.AdaptiveAvgPool2d(1)
-        self.fc = tnn.Linear(4 * width, num_classes)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return self.fc(self.avgpool(self.layer3(self.layer2(self.layer1(out)))).flatten(1))
 
 
 def _data(shape, n=8, seed=1):
@@ -99,8 +71,8 @@ def _outputs(gmodel, tmodel, shape):
 
 CASES = [
     ("lenet5", lambda: gpucnn.LeNet5(rng=np.random.default_rng(0)), torch_lenet5, (1, 28, 28)),
-    ("resnet8", lambda: gpucnn.ResNet(depth=8, width=8, rng=np.random.default_rng(0)), lambda: TorchResNet8(8),
-     (3, 16, 16)),
+    ("resnet8", lambda: gpucnn.ResNet(depth=8, width=8, rng=np.random.default_rng(0)),
+     lambda: torch_resnet(depth=8, width=8), (3, 16, 16)),
 ]
 
 
@@ -151,3 +123,14 @@ def test_connection_table_becomes_a_dense_conv():
     dense[0, 5] = 1.0  # table has no link from input map 5 to output map 0
     with pytest.raises(ValueError, match="connection table"):
         from_torch_state_dict(model, {"4.weight": dense})
+
+
+@pytest.mark.parametrize("depth, width, num_classes, in_channels", [(8, 4, 10, 3), (14, 6, 7, 1), (20, 16, 10, 3)])
+def test_torch_resnet_has_gpucnn_resnets_names_and_shapes(depth, width, num_classes, in_channels):
+    ours = to_torch_state_dict(gpucnn.ResNet(depth, width, num_classes, in_channels))
+    theirs = torch_resnet(depth, width, num_classes, in_channels).state_dict()
+    assert list(ours) == list(theirs)
+    for key, value in ours.items():
+        assert value.shape == tuple(theirs[key].shape), key
+    with pytest.raises(ValueError, match="6n\\+2"):
+        torch_resnet(depth=10)

@@ -13,7 +13,7 @@ import pytest
 
 import gpucnn
 from gpucnn import functional as F
-from gpucnn import optim
+from gpucnn import optim, recipes
 from gpucnn.datasets import BatchIterator
 from gpucnn.nn import Linear, ReLU, Sequential
 from gpucnn.training import Trainer
@@ -176,6 +176,7 @@ def test_per_step_schedule_resumes(tmp_path):
 
 def test_speedrun_flag_sets_the_recipe():
     example = _example()
+    assert example.SPEEDRUN is recipes.SPEEDRUN  # the one gpu_report.py and dev/speedrun_search.py read
     args = example.parse_args(["--speedrun"])
     for key, value in example.SPEEDRUN.items():
         assert getattr(args, key) == value, key

@@ -1,6 +1,7 @@
 """Whole networks against PyTorch: forward, loss, every gradient and the BatchNorm statistics.
 
-Each gpucnn network has a PyTorch twin written here with the same attribute names, so
+Each gpucnn network has a PyTorch twin with the same attribute names (ResNet's from
+``gpucnn.interop.torch_resnet``, the others written here), so
 ``load_state_dict(torch_model.state_dict())`` carries the weights over as they are and every
 gradient can be compared by name. Every case runs on each backend (numpy and cuda-sim; cuda where
 a GPU is present) in float64 and float32.
@@ -26,6 +27,7 @@ torch = pytest.importorskip("torch")
 
 import gpucnn  # noqa: E402
 import gpucnn.functional as F  # noqa: E402
+from gpucnn.interop import torch_basic_block, torch_resnet  # noqa: E402  (the ResNet twins, written once)
 
 nn = torch.nn
 TF = torch.nn.functional
@@ -109,50 +111,6 @@ def _compare_state(gmodel: gpucnn.Module, torch_model: nn.Module, dtype) -> None
             _close(value, theirs[name], dtype, f"state {name}")
 
 
-# ---------------------------------------------------------------------------- PyTorch twins
-class TorchBasicBlock(nn.Module):
-    """gpucnn.models.BasicBlock, attribute for attribute."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return TF.relu(out + self.shortcut(x))
-
-
-class TorchResNet(nn.Module):
-    """gpucnn.ResNet (the CIFAR ResNet-(6n+2)), attribute for attribute."""
-
-    def __init__(self, depth: int = 8, width: int = 8, num_classes: int = 10, in_channels: int = 3) -> None:
-        super().__init__()
-        blocks = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        planes = width
-        for stage, (channels, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2)), start=1):
-            layers = []
-            for i in range(blocks):
-                layers.append(TorchBasicBlock(planes, channels, stride if i == 0 else 1))
-                planes = channels
-            setattr(self, f"layer{stage}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(planes, num_classes)
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return self.fc(self.avgpool(out).flatten(1))
-
-
 # ---------------------------------------------------------------------------- ResNet basic block
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("in_planes, planes, stride", [
@@ -169,7 +127,7 @@ def test_basic_block_train_step_matches_pytorch(backend, dtype, in_planes, plane
     torch.manual_seed(7)
     size, classes = 6, 5
     out_size = size // stride
-    tblock = _twin(TorchBasicBlock(in_planes, planes, stride), dtype)
+    tblock = _twin(torch_basic_block(in_planes, planes, stride), dtype)
     thead = _twin(nn.Linear(planes * out_size * out_size, classes), dtype)
     _randomize_batchnorm(tblock, seed=7)
     with gpucnn.use_backend(backend.name):
@@ -210,7 +168,7 @@ def test_basic_block_sum_of_squares_loss(backend):
     dtype = np.float64
     rng = np.random.default_rng(11)
     torch.manual_seed(11)
-    tblock = _twin(TorchBasicBlock(3, 5, 2), dtype)
+    tblock = _twin(torch_basic_block(3, 5, 2), dtype)
     _randomize_batchnorm(tblock, seed=11)
     with gpucnn.use_backend(backend.name):
         block = BasicBlock(3, 5, 2, dtype=dtype)
@@ -231,7 +189,7 @@ def test_basic_block_sum_of_squares_loss(backend):
 def test_resnet8_loss_and_gradients_match_pytorch(backend, dtype):
     rng = np.random.default_rng(3)
     torch.manual_seed(3)
-    tnet = _twin(TorchResNet(depth=8, width=8, num_classes=10, in_channels=3), dtype)
+    tnet = _twin(torch_resnet(depth=8, width=8, num_classes=10, in_channels=3), dtype)
     _randomize_batchnorm(tnet, seed=3)
     with gpucnn.use_backend(backend.name):
         net = gpucnn.ResNet(depth=8, width=8, in_channels=3, dtype=dtype)

@@ -6,10 +6,11 @@ trained with several seeds, each in its own worker process; the test set is eval
 end of a run. Every finished run is appended as one JSON line to ``--out`` (so a long search can be
 stopped and its runs kept), and a summary table is printed at the end.
 
-    OMP_NUM_THREADS=1 python benchmarks/speedrun_search.py --data-dir /work/shared/data/mnist \\
+    OMP_NUM_THREADS=1 python dev/speedrun_search.py --data-dir /work/shared/data/mnist \\
         --recipes sgd512-lr0.4-e3,adam512-e3 --seeds 0,1,2,3,4 --workers 2 --out runs/speedrun.jsonl
-    python benchmarks/speedrun_search.py --list          # the named candidates
+    python dev/speedrun_search.py --list          # the named candidates
     ... --recipes 'sgd256-lr0.1-e3+shift=1+label_smoothing=0'   # a named one with keys overridden
+    ... --recipes 'speedrun,speedrun+shift=2'      # train_mnist.py --speedrun's recipe (gpucnn.recipes), and a variant
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpucnn.recipes import SPEEDRUN  # noqa: E402
 
 #: name -> recipe; the keys are those of ``train_one``
 CANDIDATES: dict[str, dict] = {}
@@ -46,6 +49,19 @@ _add("sgd512-lr0.4-e3-shift0", shift=0)
 _add("sgd512-lr0.4-e3-shift1", shift=1)
 _add("sgd512-lr0.4-e3-linear", anneal="linear")
 _add("sgd512-lr0.4-e3-pct0.15", pct_start=0.15)
+
+
+def _from_example(recipe: dict) -> dict:
+    """A recipe in train_mnist.py's flags (``gpucnn.recipes``) in this search's keys: there --lr is
+    OneCycleLR's peak and the one-cycle schedule anneals by cosine, OneCycleLR's default."""
+    if recipe["schedule"] != "onecycle":
+        raise ValueError(f"speedrun_search trains under OneCycleLR only, not schedule={recipe['schedule']!r}")
+    keys = ("batch_size", "optimizer", "pct_start", "momentum", "weight_decay", "label_smoothing", "shift", "epochs")
+    return {"max_lr": recipe["lr"], "anneal": "cos", **{k: recipe[k] for k in keys}}
+
+
+# the recipe --speedrun runs today, so that a change to it can be run against the candidates it won over
+_add("speedrun", **_from_example(dict(SPEEDRUN)))
 
 
 def recipe_of(name: str) -> dict:

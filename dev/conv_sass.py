@@ -2,11 +2,11 @@
 instruction counts in each kernel's main loop (NVRTC cubin + ``cuobjdump -sass``).
 
     pip install cuda-bindings nvidia-cuda-nvrtc nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
-    python benchmarks/conv_sass.py                       # kernels/conv2d.cu, sm_90, float, index32
-    python benchmarks/conv_sass.py --source old.cu --arch sm_80 --real double --index64
-    python benchmarks/conv_sass.py --lenet                # useful work and instructions per useful FMA:
-                                                          # LeNet-5 at batch 128, H100, against ee749a8
-    python benchmarks/conv_sass.py --tried                # the variants tried and dropped
+    python dev/conv_sass.py                        # kernels/conv2d.cu, sm_90, float, index32
+    python dev/conv_sass.py --source old.cu --arch sm_80 --real double --index64
+    python dev/conv_sass.py --lenet                # useful work and instructions per useful FMA:
+                                                   # LeNet-5 at batch 128, H100, against ee749a8
+    python dev/conv_sass.py --tried                # the variants tried and dropped
 
 The main loop is the innermost loop that holds every FMA of the kernel that sits in a loop (for the
 GEMM kernels: one 16-deep reduction slice, loads included; for conv2d_forward_direct: one filter
@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpucnn.backends.cuda import nvrtc  # noqa: E402
 from gpucnn.backends.cuda.kernel_source import expand_includes, kernel_source  # noqa: E402
 from gpucnn.backends.cuda.launchers import (  # noqa: E402
     CONV_DIRECT,
@@ -63,36 +64,22 @@ def cuobjdump() -> str:
 
 
 def compile_cubin(source: str, arch: str, real: str, index64: bool, variant: int | None = None) -> tuple[bytes, str]:
-    from cuda.bindings import nvrtc
-
-    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), b"conv2d.cu", 0, [], [])
-    options = [f"-arch={arch}".encode(), b"--ptxas-options=-v", b"-std=c++17", f"-DGPUCNN_REAL={real}".encode(),
-               f"-DGPUCNN_INDEX64={int(index64)}".encode()]
-    if variant is not None:  # conv2d.cu compiles only this variant (CONV_WIDE, CONV_NARROW, CONV_DIRECT)
-        options.append(f"-DGPUCNN_CONV_VARIANT={variant}".encode())
-    (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
-    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
-    nvrtc.nvrtcGetProgramLog(prog, log)
-    log = log.decode(errors="replace")
-    if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise SystemExit(log)
-    _, size = nvrtc.nvrtcGetCUBINSize(prog)
-    cubin = b" " * size
-    nvrtc.nvrtcGetCUBIN(prog, cubin)
-    nvrtc.nvrtcDestroyProgram(prog)
-    return cubin, log
+    # variant: conv2d.cu compiles only this variant (CONV_WIDE, CONV_NARROW, CONV_DIRECT)
+    defines = {} if variant is None else {"GPUCNN_CONV_VARIANT": variant}
+    result = nvrtc.compile_source(source, "conv2d.cu", arch, real, index64, verbose=True, defines=defines,
+                                  cubin=True)
+    if not result.ok:
+        raise SystemExit(result.log)
+    return result.cubin, result.log
 
 
 def ptxas_report(log: str) -> dict[str, dict[str, int]]:
-    report, current = {}, None
-    for line in log.splitlines():
-        if m := re.search(r"Compiling entry function '(\w+)'", line):
-            current = report.setdefault(m.group(1), {})
-        elif current is not None and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
-            current["spills"] = int(m.group(1)) + int(m.group(2))
-        elif current is not None and (m := re.search(r"Used (\d+) registers", line)):
-            current["registers"] = int(m.group(1))
+    """{kernel: {registers, spills}}: the tables here print spill stores and loads as one number."""
+    report = {}
+    for kernel, counts in nvrtc.ptxas_report(log).items():
+        report[kernel] = {k: v for k, v in counts.items() if k == "registers"}
+        if "spill_stores" in counts:
+            report[kernel]["spills"] = counts["spill_stores"] + counts["spill_loads"]
     return report
 
 

@@ -14,8 +14,8 @@ table shows medians, and what PyTorch's step leaves for everything but the produ
 the room is small against what those passes over memory cost here, only convolution kernels that
 fuse the column copies into the product (PyTorch's oneDNN) get there.
 
-    python benchmarks/gemm_floor.py [--models lenet5,mnist-net,resnet8] [--batches 64,128,256]
-                                    [--rounds 5] [--threads 2] [--chunk-mib 4] [--out FILE.md]
+    python dev/gemm_floor.py [--models lenet5,mnist-net,resnet8] [--batches 64,128,256]
+                             [--rounds 5] [--threads 2] [--chunk-mib 4] [--out FILE.md]
 
 PyTorch is needed (pip install torch==2.13.0, the CPU build). BLAS and PyTorch run on ``--threads``
 threads, 2 by default, as in bench_cpu.py.
@@ -36,8 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_cpu's models, optimizers and workers: the same steps it times
 
 import bench_cpu  # noqa: E402
 
