@@ -9,20 +9,27 @@ Each function lives beside its Function in ``gpucnn/functions/<op>.py``, with it
 
 from __future__ import annotations
 
-from .core.tensor_ops import cat
-from .functions.activations import leaky_relu, relu, sigmoid, tanh
-from .functions.avgpool2d import adaptive_avg_pool2d, avg_pool2d
-from .functions.batchnorm import batch_norm
+from .core.tensor_ops import cat as cat
+from .functions import activations as _activations
+from .functions import avgpool2d as _avgpool2d
+from .functions import batchnorm as _batchnorm
+from .functions import conv2d as _conv2d
+from .functions import dropout as _dropout
+from .functions import linear as _linear
+from .functions import lppool2d as _lppool2d
+from .functions import maxpool2d as _maxpool2d
+from .functions import softmax_cross_entropy as _losses
+from .functions.activations import *  # noqa: F403
+from .functions.avgpool2d import *  # noqa: F403
+from .functions.batchnorm import *  # noqa: F403
 from .functions.checks import as_tensor  # noqa: F401 (not in __all__: gpucnn.distributed imports it from here)
-from .functions.conv2d import conv1d, conv2d, conv2d_relu_max_pool2d, expand_connections
-from .functions.dropout import dropout
-from .functions.linear import linear
-from .functions.lppool2d import lp_pool2d
-from .functions.maxpool2d import max_pool2d, relu_max_pool2d
-from .functions.softmax_cross_entropy import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
+from .functions.conv2d import *  # noqa: F403
+from .functions.dropout import *  # noqa: F403
+from .functions.linear import *  # noqa: F403
+from .functions.lppool2d import *  # noqa: F403
+from .functions.maxpool2d import *  # noqa: F403
+from .functions.softmax_cross_entropy import *  # noqa: F403
 
-__all__ = [
-    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cat", "conv1d", "conv2d", "conv2d_relu_max_pool2d",
-    "cross_entropy", "dropout", "expand_connections", "leaky_relu", "linear", "log_softmax", "lp_pool2d",
-    "max_pool2d", "mse_loss", "nll_loss", "relu", "relu_max_pool2d", "sigmoid", "softmax", "tanh",
-]
+# each function module's __all__ is its part: a new op's function is listed where it is written
+__all__ = sorted(["cat", *_activations.__all__, *_avgpool2d.__all__, *_batchnorm.__all__, *_conv2d.__all__,
+                  *_dropout.__all__, *_linear.__all__, *_lppool2d.__all__, *_maxpool2d.__all__, *_losses.__all__])

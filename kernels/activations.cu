@@ -1,7 +1,8 @@
 // activations.cu: ReLU, LeakyReLU, sigmoid and tanh, forward and backward.
 //
 // Threads: one element per thread per grid-stride step; any shape, flattened to n elements.
-// Reference: gpucnn/backends/numpy/backend.py, NumpyBackend.relu_forward ... tanh_backward.
+// Reference: gpucnn/backends/numpy/backend.py, NumpyBackend.relu_forward and relu_backward; the others'
+// rows in gpucnn/backends/elementwise.py (leaky_relu_forward ... tanh_backward), which launch them.
 // NaN propagates forward (NaN < 0 is false, so ReLU keeps it), as np.maximum does.
 #include "common.cuh"
 

@@ -21,18 +21,34 @@ from typing import Any
 import numpy as np
 
 import gpucnn
+import gpucnn.functional as F
 from gpucnn.models import LENET5_C3_TABLE
 
 
 @dataclass(frozen=True)
 class OpCase:
     name: str
-    make: Callable[[Any], gpucnn.Module]
+    make: Callable[[Any], gpucnn.Module] | None  # None for a functional case (``call``)
     shapes: tuple[tuple[int, ...], ...]
-    kind: str = "normal"
+    kind: str | tuple[str, ...] = "normal"  # one for all inputs, or one per input
     torch: Callable[[Any], Any] | None = None  # given the torch module, returns the twin layer
     onnx: bool = True
     extra: Callable[[np.random.Generator], tuple] | None = None
+    call: Callable[..., Any] | None = None  # a functional case: call(*tensors), every input differentiated
+
+    def kinds(self) -> tuple[str, ...]:
+        return (self.kind,) * len(self.shapes) if isinstance(self.kind, str) else self.kind
+
+
+def Fn(name: str, call: Callable[..., Any], *shapes: tuple[int, ...], kind: str | tuple[str, ...] = "normal") -> OpCase:
+    """A functional case: ``call(*tensors)`` with inputs of ``shapes`` (``gpucnn.functional`` and the fused
+    functions, with the arguments a layer does not reach)."""
+    return OpCase(name, None, shapes, kind, onnx=False, call=call)
+
+
+def const(like: gpucnn.Tensor, values: Any) -> gpucnn.Tensor:
+    """A constant (no gradient) on the backend of ``like``."""
+    return gpucnn.tensor(np.asarray(values), backend=like.backend)
 
 
 def _labels(n: int, classes: int) -> Callable[[np.random.Generator], tuple]:
@@ -128,6 +144,66 @@ OPS: list[OpCase] = [
         gpucnn.Sequential(gpucnn.Conv2d(3, 2, 1, dtype=d), gpucnn.ReLU(), gpucnn.Conv2d(2, 2, 3, padding=1, dtype=d)),
         gpucnn.Sequential(gpucnn.MaxPool2d(3, 1, padding=1), gpucnn.Conv2d(3, 1, 1, dtype=d))), ((2, 3, 5, 5),),
       "distinct"),
+]
+
+LABELS = np.array([2, 0, 3, 3, 1])
+CLASS_WEIGHT = np.array([0.5, 2.0, 1.0, 1.5])
+RUNNING = (np.array([0.3, -0.2, 0.1]), np.array([1.5, 0.7, 2.0]))
+C3 = np.asarray(LENET5_C3_TABLE, dtype=bool)
+C3_INDEX = np.nonzero(C3.T)
+
+# ---------------------------------------------------------------- the functional API, arguments layers do not reach
+OPS += [
+    Fn("F.conv2d", lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2)),
+                   (2, 3, 6, 7), (4, 3, 3, 2), (4,)),
+    Fn("F.conv2d_groups_same", lambda x, w: F.conv2d(x, w, padding="same", groups=2), (1, 4, 5, 5), (2, 2, 3, 3)),
+    Fn("F.conv2d_full", lambda x, w: F.conv2d(x, w, padding="full"), (2, 1, 3, 4), (2, 1, 2, 2)),
+    Fn("F.conv1d", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1), (2, 2, 9), (3, 2, 3), (3,)),
+    Fn("F.conv1d_dilated_groups", lambda x, w: F.conv1d(x, w, dilation=2, groups=2), (2, 4, 8), (2, 2, 2)),
+    Fn("F.expand_connections", lambda packed, x: F.conv2d(x, F.expand_connections(
+        packed, tuple(const(x, i).data for i in C3_INDEX), (16, 6, 2, 2))), (int(C3.sum()), 2, 2), (1, 6, 3, 3)),
+    Fn("F.conv2d_relu_max_pool2d", lambda x, w, b: F.conv2d_relu_max_pool2d(x, w, b, padding=1, kernel_size=3,
+                                                                            pool_stride=2),
+                                   (2, 2, 6, 6), (3, 2, 3, 3), (3,)),
+    Fn("F.max_pool2d", lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6), kind="distinct"),
+    Fn("F.max_pool2d_rect", lambda x: F.max_pool2d(x, (2, 3), (1, 2)), (1, 2, 4, 7), kind="distinct"),
+    Fn("F.relu_max_pool2d", lambda x: F.relu_max_pool2d(x, 3, 2, padding=1), (2, 2, 7, 7), kind="distinct"),
+    Fn("F.avg_pool2d", lambda x: F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
+    Fn("F.avg_pool2d_exclude_pad", lambda x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
+                                   (2, 2, 7, 6)),
+    Fn("F.lp_pool2d", lambda x: F.lp_pool2d(x, 3, 2), (2, 2, 6, 6), kind="positive"),
+    Fn("F.lp_pool2d_ceil", lambda x: F.lp_pool2d(x, 2, 3, 2, ceil_mode=True), (1, 2, 6, 6), kind="positive"),
+    Fn("F.adaptive_avg_pool2d", lambda x: F.adaptive_avg_pool2d(x, (2, 3)), (2, 2, 5, 7)),
+    Fn("F.adaptive_avg_pool2d_even", lambda x: F.adaptive_avg_pool2d(x, 2), (2, 2, 4, 6)),
+    Fn("F.relu", lambda x: F.relu(x), (3, 7), kind="kinked"),
+    Fn("F.leaky_relu", lambda x: F.leaky_relu(x, 0.2), (3, 7), kind="kinked"),
+    Fn("F.sigmoid", lambda x: F.sigmoid(x), (3, 7)),
+    Fn("F.tanh", lambda x: F.tanh(x), (3, 7)),
+    Fn("F.dropout", lambda x: F.dropout(x, 0.3, seed=5), (4, 9)),
+    Fn("F.batch_norm", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+                       (4, 3, 2, 2), (3,), (3,)),
+    Fn("F.batch_norm_train_no_affine", lambda x: F.batch_norm(x, None, None, training=True), (6, 3)),
+    Fn("F.batch_norm_eval", lambda x, w, b: F.batch_norm(x, const(x, RUNNING[0]), const(x, RUNNING[1]), w, b),
+                            (2, 3, 4), (3,), (3,)),
+    Fn("F.linear", lambda x, w, b: F.linear(x, w, b), (4, 5), (3, 5), (3,)),
+    Fn("F.linear_3d_no_bias", lambda x, w: F.linear(x, w), (2, 3, 5), (4, 5)),
+    Fn("F.softmax", lambda x: F.softmax(x, dim=1), (3, 5)),
+    Fn("F.softmax_dim0", lambda x: F.softmax(x, dim=0), (3, 5)),
+    Fn("F.log_softmax", lambda x: F.log_softmax(x), (2, 3, 4)),
+    Fn("F.cross_entropy", lambda x: F.cross_entropy(x, LABELS), (5, 4)),
+    Fn("F.cross_entropy_sum", lambda x: F.cross_entropy(x, LABELS, reduction="sum"), (5, 4)),
+    Fn("F.cross_entropy_none", lambda x: F.cross_entropy(x, LABELS, reduction="none"), (5, 4)),
+    Fn("F.cross_entropy_weight_ignore", lambda x: F.cross_entropy(x, LABELS, const(x, CLASS_WEIGHT), ignore_index=3),
+                                        (5, 4)),
+    Fn("F.cross_entropy_smoothing", lambda x: F.cross_entropy(x, LABELS, const(x, CLASS_WEIGHT), ignore_index=0,
+                                                              label_smoothing=0.2), (5, 4)),
+    Fn("F.nll_loss", lambda x: F.nll_loss(x, LABELS), (5, 4)),
+    Fn("F.nll_loss_weight_sum", lambda x: F.nll_loss(x, LABELS, const(x, CLASS_WEIGHT), reduction="sum"), (5, 4)),
+    Fn("F.nll_loss_ignore_none", lambda x: F.nll_loss(x, LABELS, ignore_index=3, reduction="none"), (5, 4)),
+    Fn("F.mse_loss", lambda x, t: F.mse_loss(x, t), (3, 4), (3, 4)),
+    Fn("F.mse_loss_sum_const_target", lambda x: F.mse_loss(x, np.ones((3, 4)), reduction="sum"), (3, 4)),
+    Fn("F.mse_loss_none", lambda x, t: F.mse_loss(x, t, reduction="none"), (3, 4), (3, 4)),
+    Fn("F.cat", lambda a, b, c: F.cat([a, b, c], dim=1), (2, 1, 3), (2, 3, 3), (2, 2, 3)),
 ]
 
 BY_NAME = {case.name: case for case in OPS}

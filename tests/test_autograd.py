@@ -15,7 +15,6 @@ from support import make_input
 import gpucnn
 import gpucnn.functional as F
 from gpucnn.functions.conv2d import Conv2d as Conv2dFunction
-from gpucnn.models import LENET5_C3_TABLE
 
 F64 = np.float64
 
@@ -34,76 +33,6 @@ def check_op(backend, fn, shapes, kinds, **options):
 def const(like: gpucnn.Tensor, values) -> gpucnn.Tensor:
     """A constant (no gradient) on the backend of ``like``."""
     return gpucnn.tensor(np.asarray(values), backend=like.backend)
-
-
-LABELS = np.array([2, 0, 3, 3, 1])
-CLASS_WEIGHT = np.array([0.5, 2.0, 1.0, 1.5])
-RUNNING = (np.array([0.3, -0.2, 0.1]), np.array([1.5, 0.7, 2.0]))
-C3 = np.asarray(LENET5_C3_TABLE, dtype=bool)
-C3_INDEX = np.nonzero(C3.T)
-
-FUNCTIONAL = {
-    "conv2d": case(lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2)),
-                   (2, 3, 6, 7), (4, 3, 3, 2), (4,)),
-    "conv2d_groups_same": case(lambda x, w: F.conv2d(x, w, padding="same", groups=2), (1, 4, 5, 5), (2, 2, 3, 3)),
-    "conv2d_full": case(lambda x, w: F.conv2d(x, w, padding="full"), (2, 1, 3, 4), (2, 1, 2, 2)),
-    "conv1d": case(lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1), (2, 2, 9), (3, 2, 3), (3,)),
-    "conv1d_dilated_groups": case(lambda x, w: F.conv1d(x, w, dilation=2, groups=2), (2, 4, 8), (2, 2, 2)),
-    "expand_connections": case(lambda packed, x: F.conv2d(x, F.expand_connections(
-        packed, tuple(const(x, i).data for i in C3_INDEX), (16, 6, 2, 2))), (int(C3.sum()), 2, 2), (1, 6, 3, 3)),
-    "conv2d_relu_max_pool2d": case(lambda x, w, b: F.conv2d_relu_max_pool2d(x, w, b, padding=1, kernel_size=3,
-                                                                            pool_stride=2),
-                                   (2, 2, 6, 6), (3, 2, 3, 3), (3,)),
-    "max_pool2d": case(lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6), kind="distinct"),
-    "max_pool2d_rect": case(lambda x: F.max_pool2d(x, (2, 3), (1, 2)), (1, 2, 4, 7), kind="distinct"),
-    "relu_max_pool2d": case(lambda x: F.relu_max_pool2d(x, 3, 2, padding=1), (2, 2, 7, 7), kind="distinct"),
-    "avg_pool2d": case(lambda x: F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
-    "avg_pool2d_exclude_pad": case(lambda x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
-                                   (2, 2, 7, 6)),
-    "lp_pool2d": case(lambda x: F.lp_pool2d(x, 3, 2), (2, 2, 6, 6), kind="positive"),
-    "lp_pool2d_ceil": case(lambda x: F.lp_pool2d(x, 2, 3, 2, ceil_mode=True), (1, 2, 6, 6), kind="positive"),
-    "adaptive_avg_pool2d": case(lambda x: F.adaptive_avg_pool2d(x, (2, 3)), (2, 2, 5, 7)),
-    "adaptive_avg_pool2d_even": case(lambda x: F.adaptive_avg_pool2d(x, 2), (2, 2, 4, 6)),
-    "relu": case(F.relu, (3, 7), kind="kinked"),
-    "leaky_relu": case(lambda x: F.leaky_relu(x, 0.2), (3, 7), kind="kinked"),
-    "sigmoid": case(F.sigmoid, (3, 7)),
-    "tanh": case(F.tanh, (3, 7)),
-    "dropout": case(lambda x: F.dropout(x, 0.3, seed=5), (4, 9)),
-    "batch_norm": case(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-                       (4, 3, 2, 2), (3,), (3,)),
-    "batch_norm_train_no_affine": case(lambda x: F.batch_norm(x, None, None, training=True), (6, 3)),
-    "batch_norm_eval": case(lambda x, w, b: F.batch_norm(x, const(x, RUNNING[0]), const(x, RUNNING[1]), w, b),
-                            (2, 3, 4), (3,), (3,)),
-    "linear": case(F.linear, (4, 5), (3, 5), (3,)),
-    "linear_3d_no_bias": case(F.linear, (2, 3, 5), (4, 5)),
-    "softmax": case(lambda x: F.softmax(x, dim=1), (3, 5)),
-    "softmax_dim0": case(lambda x: F.softmax(x, dim=0), (3, 5)),
-    "log_softmax": case(F.log_softmax, (2, 3, 4)),
-    "cross_entropy": case(lambda x: F.cross_entropy(x, LABELS), (5, 4)),
-    "cross_entropy_sum": case(lambda x: F.cross_entropy(x, LABELS, reduction="sum"), (5, 4)),
-    "cross_entropy_none": case(lambda x: F.cross_entropy(x, LABELS, reduction="none"), (5, 4)),
-    "cross_entropy_weight_ignore": case(lambda x: F.cross_entropy(x, LABELS, const(x, CLASS_WEIGHT), ignore_index=3),
-                                        (5, 4)),
-    "cross_entropy_smoothing": case(lambda x: F.cross_entropy(x, LABELS, const(x, CLASS_WEIGHT), ignore_index=0,
-                                                              label_smoothing=0.2), (5, 4)),
-    "nll_loss": case(lambda x: F.nll_loss(x, LABELS), (5, 4)),
-    "nll_loss_weight_sum": case(lambda x: F.nll_loss(x, LABELS, const(x, CLASS_WEIGHT), reduction="sum"), (5, 4)),
-    "nll_loss_ignore_none": case(lambda x: F.nll_loss(x, LABELS, ignore_index=3, reduction="none"), (5, 4)),
-    "mse_loss": case(F.mse_loss, (3, 4), (3, 4)),
-    "mse_loss_sum_const_target": case(lambda x: F.mse_loss(x, np.ones((3, 4)), reduction="sum"), (3, 4)),
-    "mse_loss_none": case(lambda x, t: F.mse_loss(x, t, reduction="none"), (3, 4), (3, 4)),
-    "cat": case(lambda a, b, c: F.cat([a, b, c], dim=1), (2, 1, 3), (2, 3, 3), (2, 2, 3)),
-}
-
-
-def test_every_functional_op_has_a_gradient_case():
-    missing = [name for name in F.__all__ if name not in FUNCTIONAL]
-    assert not missing, f"functional ops without a finite-difference case: {missing}"
-
-
-@pytest.mark.parametrize("name", list(FUNCTIONAL))
-def test_functional_gradient(backend, name):
-    check_op(backend, *FUNCTIONAL[name])
 
 
 MASK = np.array([[True, False, True], [False, True, True]])

@@ -19,27 +19,31 @@ IDS = [case.name for case in OPS]
 
 def _inputs(case: OpCase, dtype=np.float64) -> tuple[list[np.ndarray], tuple]:
     rng = np.random.default_rng(7)
-    inputs = [make_input(rng, shape, case.kind).astype(dtype) for shape in case.shapes]
+    inputs = [make_input(rng, shape, kind).astype(dtype) for shape, kind in zip(case.shapes, case.kinds())]
     return inputs, case.extra(rng) if case.extra else ()
 
 
 @pytest.mark.parametrize("case", OPS, ids=IDS)
 def test_gradients_match_finite_differences(backend, case):
-    layer = on_backend(backend, lambda: case.make(np.float64))
     inputs, extra = _inputs(case)
+    if case.call:
+        check_gradients(case.call, inputs, backend)
+        return
+    layer = on_backend(backend, lambda: case.make(np.float64))
     check_gradients(lambda *xs: layer(*xs, *extra), inputs, backend, params=list(layer.parameters()))
 
 
 def _run(backend, case: OpCase, state: dict | None = None):
     """Forward and backward of ``case`` on ``backend`` (with ``state`` loaded): output, input gradients,
     parameter gradients by name and the state after the call, all as NumPy arrays."""
-    layer = on_backend(backend, lambda: case.make(np.float64))
+    layer = on_backend(backend, lambda: case.make(np.float64)) if case.make else gpucnn.Sequential()
+    call = case.call or layer
     if state is not None:
         layer.load_state_dict(state)
     before = {k: host(v) for k, v in layer.state_dict().items()}
     inputs, extra = _inputs(case)
     leaves = [gpucnn.Tensor(backend.asarray(x), requires_grad=True, backend=backend) for x in inputs]
-    y = layer(*leaves, *extra)
+    y = call(*leaves, *extra)
     r = np.random.default_rng(3).standard_normal(y.shape)
     y.backward(backend.asarray(r))
     return (host(y), [host(leaf.grad) for leaf in leaves],
@@ -95,6 +99,20 @@ def test_onnx_export_runs_in_onnxruntime(case, tmp_path):
     gpucnn.onnx.export(layer, path, x)
     result = gpucnn.onnx.verify(path, layer, x, rtol=1e-4, atol=1e-5)
     assert result["match"], result
+
+
+def test_every_functional_op_is_in_the_table(monkeypatch):
+    import gpucnn.functional as F
+
+    called = set()
+    for name in F.__all__:
+        function = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *a, _f=function, _n=name, **k: called.add(_n) or _f(*a, **k))
+    backend = gpucnn.get_backend("numpy")
+    for case in OPS:
+        _run(backend, case)
+    missing = sorted(set(F.__all__) - called)
+    assert not missing, f"gpucnn.functional ops no op-table entry calls: {missing}; add an Fn case to tests/op_table.py"
 
 
 # the contract ops a layer call does not run, and the test that runs each on every backend

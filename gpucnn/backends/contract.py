@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .elementwise import declare_in_contract
+
 #: a NumPy or CuPy ndarray: whichever this backend's ``array_type`` is (NumPy for ``cuda-sim``)
 Array = Any
 #: ``(h, w)``: a stride, dilation, pooling kernel, pooling stride or pooling padding
@@ -203,29 +205,7 @@ class Backend(ABC):
     def relu_backward(self, dy: Array, y: Array) -> Array:
         """dy, y -> dx, from the saved output (so the forward may run in place)."""
 
-    @abstractmethod
-    def leaky_relu_forward(self, x: Array, negative_slope: float) -> Array:
-        """x -> y"""
-
-    @abstractmethod
-    def leaky_relu_backward(self, dy: Array, x: Array, negative_slope: float) -> Array:
-        """dy, x -> dx"""
-
-    @abstractmethod
-    def sigmoid_forward(self, x: Array) -> Array:
-        """x -> y"""
-
-    @abstractmethod
-    def sigmoid_backward(self, dy: Array, y: Array) -> Array:
-        """dy, y -> dx"""
-
-    @abstractmethod
-    def tanh_forward(self, x: Array) -> Array:
-        """x -> y"""
-
-    @abstractmethod
-    def tanh_backward(self, dy: Array, y: Array) -> Array:
-        """dy, y -> dx"""
+    # leaky_relu, sigmoid and tanh (and any elementwise op without a special CPU path): elementwise.py
 
     @abstractmethod
     def dropout_forward(self, x: Array, p: float, seed: int) -> tuple[Array, Array]:
@@ -354,6 +334,10 @@ class Backend(ABC):
         hyper: (steps, 7) of lr, beta1, beta2, eps, weight_decay, lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t);
         step: int64 (1,)
         """
+
+
+# the elementwise ops are declared by their rows in elementwise.py (one row: contract, reference, kernel)
+declare_in_contract(Backend)
 
 
 def contract_ops() -> tuple[str, ...]:

@@ -8,6 +8,9 @@ from ..core.autograd import Function
 from ..core.tensor import Tensor
 from .checks import activation_input
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["leaky_relu", "relu", "sigmoid", "tanh"]
+
 
 class Relu(Function):
     """max(x, 0); backward needs only the output."""

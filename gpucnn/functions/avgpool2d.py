@@ -11,6 +11,9 @@ from ..core.tensor import Tensor
 from .checks import as_tensor, check_float_input
 from .pooling import PoolSpec, check_pool_input, check_unsupported_pool_options, pool_spec
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["adaptive_avg_pool2d", "avg_pool2d"]
+
 
 class AvgPool2d(Function):
     @staticmethod

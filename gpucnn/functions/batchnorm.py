@@ -22,6 +22,9 @@ from ..core.autograd import Function
 from ..core.tensor import Tensor
 from .checks import as_tensor, check_float_input, check_same_dtype, optional_tensor
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["batch_norm"]
+
 
 def _channel_sums(xp, a3):
     """a3: (N, C, L) -> (C,), the sum over N and L."""

@@ -19,6 +19,9 @@ from ..shapes import conv_output_hw, pair, pool_output_hw
 from .checks import as_tensor, check_float_input, check_same_dtype, optional_tensor, positive_int, positive_pair
 from .pooling import PoolSpec, pool_spec
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["conv1d", "conv2d", "conv2d_relu_max_pool2d", "expand_connections"]
+
 
 class ConvSpec(NamedTuple):
     stride: tuple[int, int]

@@ -18,6 +18,9 @@ from ..core.tensor import Tensor
 from ..init import default_rng
 from .checks import activation_input
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["dropout"]
+
 _state = threading.local()
 
 

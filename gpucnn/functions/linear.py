@@ -9,6 +9,9 @@ from ..core.autograd import Function
 from ..core.tensor import Tensor
 from .checks import as_tensor, check_float_input, check_same_dtype, optional_tensor
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["linear"]
+
 
 class Linear(Function):
     @staticmethod

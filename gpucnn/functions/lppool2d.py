@@ -11,6 +11,9 @@ from ..core.tensor import Tensor
 from .checks import as_tensor
 from .pooling import PoolSpec, check_pool_input, pool_spec
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["lp_pool2d"]
+
 
 class LPPool2d(Function):
     @staticmethod

@@ -9,6 +9,9 @@ from ..core.tensor import Tensor
 from .checks import as_tensor, check_float_input
 from .pooling import PoolSpec, check_pool_input, check_unsupported_pool_options, pool_spec
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["max_pool2d", "relu_max_pool2d"]
+
 
 class MaxPool2d(Function):
     """Each window's gradient goes to its argmax (the first NaN, where there is one)."""

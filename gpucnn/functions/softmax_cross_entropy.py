@@ -11,6 +11,9 @@ from ..core.autograd import Function
 from ..core.tensor import Tensor
 from .checks import activation_input, as_tensor, check_float_input
 
+#: its part of the functional API (gpucnn.functional lists every module's)
+__all__ = ["cross_entropy", "log_softmax", "mse_loss", "nll_loss", "softmax"]
+
 
 class SoftmaxCrossEntropy(Function):
     """Mean (or sum) over the batch of -log softmax(logits)[label], computed stably by the

@@ -1,18 +1,24 @@
-"""Layers, PyTorch-style: each holds its parameters and writes only ``forward``; none imports CuPy."""
+"""Layers, PyTorch-style: each holds its parameters and writes only ``forward``; none imports CuPy.
 
-from ..core.tensor import Parameter
-from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .basic import Dropout, Flatten, Identity, Linear
-from .containers import Concat, ModuleList, Sequential
-from .conv import Conv1d, Conv2d
-from .loss import CrossEntropyLoss, MSELoss, NLLLoss, SoftmaxCrossEntropy, accuracy
-from .module import Module
-from .norm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, LPPool2d, MaxPool2d, Subsampling2d
+Each module's ``__all__`` lists its layers, so a new layer is listed where it is written.
+"""
 
-__all__ = [
-    "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Concat", "Conv1d", "Conv2d",
-    "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "Identity", "LPPool2d", "LeakyReLU", "Linear",
-    "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleList", "NLLLoss", "Parameter", "ReLU", "Sequential",
-    "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Subsampling2d", "SyncBatchNorm", "Tanh", "accuracy",
-]
+from ..core.tensor import Parameter as Parameter
+from . import activation as _activation
+from . import basic as _basic
+from . import containers as _containers
+from . import conv as _conv
+from . import loss as _loss
+from . import norm as _norm
+from . import pooling as _pooling
+from .activation import *  # noqa: F403
+from .basic import *  # noqa: F403
+from .containers import *  # noqa: F403
+from .conv import *  # noqa: F403
+from .loss import *  # noqa: F403
+from .module import Module as Module
+from .norm import *  # noqa: F403
+from .pooling import *  # noqa: F403
+
+__all__ = sorted(["Module", "Parameter", *_activation.__all__, *_basic.__all__, *_containers.__all__, *_conv.__all__,
+                  *_loss.__all__, *_norm.__all__, *_pooling.__all__])

@@ -7,6 +7,9 @@ from typing import Any
 from .. import functional as F
 from .module import Module
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
+
 
 class _Activation(Module):
     """Checks the input first, so a bad one is refused naming the layer called (``ReLU``), not the

@@ -12,6 +12,9 @@ from ..functions.linear import Linear as LinearFunction
 from ..init import DEFAULT_INIT, default_rng, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["Dropout", "Flatten", "Identity", "Linear"]
+
 
 class Linear(Module):
     """y = x @ W.T + b; x: (N, in_features) -> y: (N, out_features). W: (out, in) as in PyTorch."""

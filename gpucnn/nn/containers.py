@@ -12,6 +12,9 @@ from .conv import Conv2d
 from .module import Module, summary_is_recording
 from .pooling import MaxPool2d
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["Concat", "ModuleList", "Sequential"]
+
 
 def _check_modules(owner: str, items: Iterable[Any], what: str = "item") -> list[Module]:
     items = list(items)

@@ -19,6 +19,9 @@ from ..init import DEFAULT_INIT, initial_bias, initialize
 from ..shapes import conv_output_size
 from .module import Module, as_float_dtype, new_parameter
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["Conv1d", "Conv2d"]
+
 Padding = int | tuple[int, int] | str
 
 

@@ -10,6 +10,9 @@ from .. import functional as F
 from ..core.tensor import Tensor
 from .module import Module
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["CrossEntropyLoss", "MSELoss", "NLLLoss", "SoftmaxCrossEntropy", "accuracy"]
+
 
 class CrossEntropyLoss(Module):
     """Softmax cross-entropy of logits (N, C) against class indices (N,); returns a 0-d Tensor."""

@@ -10,6 +10,9 @@ from .. import functional as F
 from ..functions.checks import positive_int
 from .module import Module, as_float_dtype, new_parameter
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["BatchNorm1d", "BatchNorm2d", "SyncBatchNorm"]
+
 
 class _BatchNorm(Module):
     """PyTorch's BatchNorm: training normalises with the batch's biased variance and updates the

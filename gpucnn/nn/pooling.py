@@ -14,6 +14,9 @@ from ..functions.pooling import check_unsupported_pool_options, pool_spec
 from ..shapes import pool_output_size
 from .module import Module, as_float_dtype, new_parameter
 
+#: the layers this module adds to gpucnn.nn (and to gpucnn)
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "GlobalAvgPool2d", "LPPool2d", "MaxPool2d", "Subsampling2d"]
+
 
 class _Pool2d(Module):
     """Shared argument handling; x: (N, C, H, W) -> y: (N, C, OH, OW)."""

@@ -23,6 +23,7 @@ from ..base import (
     dropout_scale,
     dropout_threshold,
 )
+from ..elementwise import ElementwiseOp, implemented_by
 
 BLOCK = 256                 # threads per block for elementwise and pooling kernels
 # conv2d.cu's kernel variants; a kernel learns which one it runs from its block size. Per product:
@@ -116,6 +117,18 @@ def weight_grad_splits(pixels: int, taps: int, k_per_group: int, groups: int, va
     return _blocks(pixels, per_split), per_split
 
 
+def _launched(op: ElementwiseOp) -> Any:
+    """An elementwise op of backends/elementwise.py as one launch over all elements: its arrays, the
+    output, its scalars (in the arrays' real type), the element count."""
+    arrays = len(op.arrays)
+
+    def run(self: CudaBackend, *args: Any) -> Any:
+        return self._elementwise(op.module, op.name, list(args[:arrays]), [_Real(v) for v in args[arrays:]])
+
+    return run
+
+
+@implemented_by(_launched)
 class CudaBackend(Backend):
     """Every contract op as a kernel launch on ``device``."""
 
@@ -348,24 +361,6 @@ class CudaBackend(Backend):
 
     def relu_backward(self, dy, y):
         return self._elementwise("activations", "relu_backward", [dy, y])
-
-    def leaky_relu_forward(self, x, negative_slope):
-        return self._elementwise("activations", "leaky_relu_forward", [x], [_Real(negative_slope)])
-
-    def leaky_relu_backward(self, dy, x, negative_slope):
-        return self._elementwise("activations", "leaky_relu_backward", [dy, x], [_Real(negative_slope)])
-
-    def sigmoid_forward(self, x):
-        return self._elementwise("activations", "sigmoid_forward", [x])
-
-    def sigmoid_backward(self, dy, y):
-        return self._elementwise("activations", "sigmoid_backward", [dy, y])
-
-    def tanh_forward(self, x):
-        return self._elementwise("activations", "tanh_forward", [x])
-
-    def tanh_backward(self, dy, y):
-        return self._elementwise("activations", "tanh_backward", [dy, y])
 
     def dropout_forward(self, x, p, seed):
         x = self._input(x, "dropout_forward x")

@@ -6,7 +6,8 @@ images. These are also the references the CUDA kernels are tested against (see e
 ``kernels/*.cu``).
 
 ``NumpyBackend`` lists every op, in the contract's order. The short ones are computed here
-(activations but ReLU, dropout, the losses, a training step's data, the optimizers); the others go
+(ReLU, dropout, the losses, a training step's data, the optimizers; the other activations are rows of
+../elementwise.py, whose NumPy references ``implemented_by`` installs); the others go
 to the parts it holds, one object each:
 - ``BatchHalves`` (threads.py): convolutions and Linear layers, whole or, with the opt-in threads,
   as two batch halves at once; it runs the convolutions on a ``Convolution`` (conv.py, with its
@@ -24,12 +25,15 @@ from typing import Any
 import numpy as np
 
 from ..base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
+from ..elementwise import implemented_by
 from .conv import Convolution
 from .pooling import Pooling
 from .scratch import ScratchPool
 from .threads import BatchHalves, RowHalves
 
 
+# the elementwise ops of backends/elementwise.py run their NumPy reference
+@implemented_by(lambda op: lambda self, *args: op.reference(*args))
 class NumpyBackend(Backend):
     """Every contract op, in the contract's order: computed here or handed to a part (see the module)."""
 
@@ -108,26 +112,6 @@ class NumpyBackend(Backend):
 
     def relu_backward(self, dy, y):
         return self._rows.relu_backward(dy, y)
-
-    def leaky_relu_forward(self, x, negative_slope):
-        return np.where(x > 0, x, x * x.dtype.type(negative_slope))
-
-    def leaky_relu_backward(self, dy, x, negative_slope):
-        return np.where(x > 0, dy, dy * dy.dtype.type(negative_slope))
-
-    def sigmoid_forward(self, x):
-        # the two-sided form never overflows exp()
-        e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-    def sigmoid_backward(self, dy, y):
-        return dy * y * (1 - y)
-
-    def tanh_forward(self, x):
-        return np.tanh(x)
-
-    def tanh_backward(self, dy, y):
-        return dy * (1 - y * y)
 
     def dropout_forward(self, x, p, seed):
         return _dropout_with_key(x, p, dropout_key(seed))
