@@ -101,6 +101,7 @@ OPS: list[OpCase] = [
     C("sigmoid", lambda d: gpucnn.Sigmoid(), ((3, 7),), torch=lambda t: t.nn.Sigmoid()),
     C("tanh", lambda d: gpucnn.Tanh(), ((3, 7),), torch=lambda t: t.nn.Tanh()),
     C("tanh_lecun", lambda d: gpucnn.Tanh.lecun(), ((3, 7),)),
+    C("silu", lambda d: gpucnn.SiLU(), ((2, 3, 4, 5),), torch=lambda t: t.nn.SiLU()),
     C("softmax", lambda d: gpucnn.Softmax(dim=1), ((3, 5),), torch=lambda t: t.nn.Softmax(dim=1)),
     C("log_softmax", lambda d: gpucnn.LogSoftmax(dim=1), ((3, 5),), torch=lambda t: t.nn.LogSoftmax(dim=1)),
     # ---------------------------------------------------------------- fully connected, shape, normalisation
@@ -179,6 +180,7 @@ OPS += [
     Fn("F.leaky_relu", lambda x: F.leaky_relu(x, 0.2), (3, 7), kind="kinked"),
     Fn("F.sigmoid", lambda x: F.sigmoid(x), (3, 7)),
     Fn("F.tanh", lambda x: F.tanh(x), (3, 7)),
+    Fn("F.silu", lambda x: F.silu(x), (3, 7)),
     Fn("F.dropout", lambda x: F.dropout(x, 0.3, seed=5), (4, 9)),
     Fn("F.batch_norm", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
                        (4, 3, 2, 2), (3,), (3,)),

@@ -64,6 +64,16 @@ def tanh_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     return dy * (1 - y * y)
 
 
+def silu_forward(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid_forward(x)
+
+
+def silu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    # from the saved input: d(x s)/dx = s + x s (1 - s) = s (1 + x (1 - s)), in the kernel's order
+    s = sigmoid_forward(x)
+    return dy * (s * (1 + x * (1 - s)))
+
+
 ELEMENTWISE_OPS: tuple[ElementwiseOp, ...] = (
     ElementwiseOp("leaky_relu_forward", "activations", ("x",), ("negative_slope",), leaky_relu_forward,
                   "x -> y = x where x > 0, else negative_slope * x"),
@@ -76,6 +86,9 @@ ELEMENTWISE_OPS: tuple[ElementwiseOp, ...] = (
     ElementwiseOp("tanh_forward", "activations", ("x",), (), tanh_forward, "x -> y = tanh(x)"),
     ElementwiseOp("tanh_backward", "activations", ("dy", "y"), (), tanh_backward,
                   "dy, y -> dx = dy * (1 - y * y), from the saved output"),
+    ElementwiseOp("silu_forward", "activations", ("x",), (), silu_forward, "x -> y = x * sigmoid(x) (SiLU, swish)"),
+    ElementwiseOp("silu_backward", "activations", ("dy", "x"), (), silu_backward,
+                  "dy, x -> dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x), from the saved input"),
 )
 
 

@@ -9,7 +9,7 @@ from ..core.tensor import Tensor
 from .checks import activation_input
 
 #: its part of the functional API (gpucnn.functional lists every module's)
-__all__ = ["leaky_relu", "relu", "sigmoid", "tanh"]
+__all__ = ["leaky_relu", "relu", "sigmoid", "silu", "tanh"]
 
 
 class Relu(Function):
@@ -82,6 +82,25 @@ class Tanh(Function):
         return g.op("Tanh", [x])
 
 
+class Silu(Function):
+    """x * sigmoid(x); backward needs the input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.backend.silu_forward(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return ctx.backend.silu_backward(dy, x)
+
+    @staticmethod
+    def symbolic(g, x):
+        # ONNX has no SiLU before opset 24's Swish: x * Sigmoid(x), as torch.onnx writes it
+        return g.op("Mul", [x, g.op("Sigmoid", [x])])
+
+
 # ---------------------------------------------------------------------------- PyTorch's arguments
 def relu(input: Any, inplace: bool = False) -> Tensor:
     return Relu.apply(activation_input(input, "relu"))
@@ -93,6 +112,12 @@ def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) 
 
 def sigmoid(input: Any) -> Tensor:
     return Sigmoid.apply(activation_input(input, "sigmoid"))
+
+
+def silu(input: Any, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x). ``inplace`` is accepted for PyTorch's signature; the result is a new tensor
+    either way (the values are the same)."""
+    return Silu.apply(activation_input(input, "silu"))
 
 
 def tanh(input: Any) -> Tensor:

@@ -8,7 +8,7 @@ from .. import functional as F
 from .module import Module
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
+__all__ = ["LeakyReLU", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax", "Tanh"]
 
 
 class _Activation(Module):
@@ -42,6 +42,21 @@ class LeakyReLU(_Activation):
 class Sigmoid(_Activation):
     def forward(self, x: Any) -> Any:
         return F.sigmoid(self._checked(x))
+
+
+class SiLU(_Activation):
+    """x * sigmoid(x) (swish: EfficientNet, MobileNetV3's heads). ``inplace`` as in PyTorch's signature:
+    accepted, and the output is a new tensor either way."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+    def forward(self, x: Any) -> Any:
+        return F.silu(self._checked(x))
 
 
 class Tanh(_Activation):
