@@ -145,20 +145,6 @@ def avgpool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad):
     return dx
 
 
-def lppool2d(x, p, kernel, stride, ceil_mode):
-    """PyTorch's definition: (mean of x^p over the in-bounds window * KH*KW)^(1/p)."""
-    n_, c_, h_, w_ = x.shape
-    oh_ = pool_out_size(h_, kernel[0], stride[0], 0, ceil_mode)
-    ow_ = pool_out_size(w_, kernel[1], stride[1], 0, ceil_mode)
-    y = np.zeros((n_, c_, oh_, ow_))
-    for n in range(n_):
-        for c in range(c_):
-            for oh, ow, _, _, cells in _windows(h_, w_, oh_, ow_, kernel, stride, (0, 0)):
-                mean = sum(x[n, c, h, ww] ** p for h, ww in cells) / len(cells)
-                y[n, c, oh, ow] = (mean * kernel[0] * kernel[1]) ** (1 / p)
-    return y
-
-
 def softmax_cross_entropy(logits, labels):
     n = logits.shape[0]
     loss, grad = 0.0, np.zeros(logits.shape)

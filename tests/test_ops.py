@@ -228,28 +228,6 @@ def test_avgpool2d(backend, rng, case, count_include_pad):
                                **SUM_TOL)
 
 
-@pytest.mark.parametrize("norm_type", [2.0, 3.0])
-@pytest.mark.parametrize("ceil_mode", [False, True])
-def test_lppool2d(backend, rng, norm_type, ceil_mode):
-    x = rng.uniform(0.1, 2.0, (2, 3, 7, 8)).astype(np.float32)
-    y = backend.lppool2d_forward(backend.asarray(x), norm_type, (3, 2), (2, 2), ceil_mode)
-    np.testing.assert_allclose(backend.to_numpy(y), ref.lppool2d(x, norm_type, (3, 2), (2, 2), ceil_mode),
-                               **SUM_TOL)
-    # backward against central differences of the reference (float64)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = backend.to_numpy(backend.lppool2d_backward(backend.asarray(dy), backend.asarray(x), y, norm_type,
-                                                    (3, 2), (2, 2), ceil_mode))
-    x64, eps = x.astype(np.float64), 1e-6
-    for flat in rng.choice(x.size, 12, replace=False):
-        i = np.unravel_index(flat, x.shape)
-        plus, minus = x64.copy(), x64.copy()
-        plus[i] += eps
-        minus[i] -= eps
-        numeric = ((ref.lppool2d(plus, norm_type, (3, 2), (2, 2), ceil_mode)
-                    - ref.lppool2d(minus, norm_type, (3, 2), (2, 2), ceil_mode)) * dy).sum() / (2 * eps)
-        assert dx[i] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
-
-
 def test_activations(backend, rng):
     x = rng.standard_normal((3, 4, 5, 7)).astype(np.float32) * 4
     x[0, 0, 0, :3] = [0.0, 80.0, -80.0]
