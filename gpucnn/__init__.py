@@ -23,7 +23,7 @@ from .backends.registry import (
 )
 from .core.autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .core.tensor import Parameter, Tensor, tensor
-from .core.tensor_ops import cat
+from .core.tensor_ops import cat, flatten, stack, where
 from .init import manual_seed
 from .models import LeNet5, LeNet5Classic, ResNet
 from .nn import *  # noqa: F403
@@ -51,6 +51,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CheckpointError", "Function", "distributed", "LeNet5", "LeNet5Classic", "Parameter", "ResNet", "Tensor", "cat",
+    "flatten", "stack", "where",
     "enable_grad", "functional", "is_grad_enabled", "no_grad", "set_grad_enabled", "tensor",
     "available_backends", "backend_of", "cuda_is_available",
     "current_backend_name", "get_backend", "init", "load", "manual_seed", "nn", "optim", "register_backend", "save",

@@ -92,6 +92,30 @@ TENSOR_OPS = {
     "index_mask": case(lambda a: a[const(a, MASK)], (2, 3)),
     "cat": case(lambda a, b: gpucnn.cat([a, b]), (2, 3), (1, 3)),
     "cat_negative_dim_repeated": case(lambda a, b: gpucnn.cat([a, b, a * 2], dim=-1), (2, 3), (2, 1)),
+    "permute": case(lambda a: a.permute(2, 0, 1), (2, 3, 4)),
+    "permute_negative_tuple": case(lambda a: a.permute((-1, 0, -2)), (2, 3, 4)),
+    "transpose": case(lambda a: a.transpose(0, -1), (2, 3, 4)),
+    "T": case(lambda a: a.T @ a, (3, 2)),
+    "mT": case(lambda a: a.mT, (2, 3, 4)),
+    "view_reshape_as": case(lambda a, b: a.view(3, 4).reshape_as(b) * b, (2, 6), (4, 3)),
+    "split_uneven": case(lambda a: gpucnn.cat([p * (i + 1) for i, p in enumerate(a.split(2, dim=1))], 1), (2, 5)),
+    "split_sections_negative_dim": case(lambda a: a.split([1, 3], -1)[1] * 2 + a.split([3, 1], -1)[0], (2, 4)),
+    "chunk_uneven": case(lambda a: a.chunk(3)[2] - a.chunk(3)[0][:1], (5, 3)),
+    "expand": case(lambda a: a.expand(2, -1, 4) * 1.5, (3, 1)),
+    "expand_as": case(lambda a, b: a.expand_as(b) * b, (1, 3), (2, 3)),
+    "clamp": case(lambda a: a.clamp(-0.5, 0.7), (3, 4)),
+    "clamp_min_clip_max": case(lambda a: a.clamp(min=0.1) + a.clip(max=-0.2), (3, 4)),
+    "sqrt": case(lambda a: a.sqrt(), (3, 4), kind="positive"),
+    "max": case(lambda a: a.max(), (3, 4)),
+    "max_dim": case(lambda a: a.max(1).values, (2, 3, 4)),
+    "max_negative_dim_keepdim": case(lambda a: a.max(-1, keepdim=True)[0] * a, (2, 3, 4)),
+    "min": case(lambda a: a.min(), (3, 4)),
+    "min_dim_keepdim": case(lambda a: a.min(dim=0, keepdim=True).values, (3, 4)),
+    "where": case(lambda a, b: gpucnn.where(a > 0, a, b), (3, 4), (4,)),
+    "where_scalar": case(lambda a: gpucnn.where(const(a, MASK), 0.5, a * a), (2, 3)),
+    "stack": case(lambda a, b: gpucnn.stack([a, b, a * b]), (2, 3), (2, 3)),
+    "stack_negative_dim": case(lambda a: gpucnn.stack([a, -a], dim=-1), (2, 3)),
+    "flatten_function": case(lambda a: gpucnn.flatten(a, 1, 2), (2, 3, 2, 2)),
     "composite": case(lambda a, b: ((a * b - a / (b * b + 1)).exp().sum(1, keepdim=True) + 1).log() @ b[:1],
                       (2, 3), (1, 3)),
 }
@@ -527,3 +551,47 @@ def test_sequential_fuses_by_its_current_layers(backend):
     y = model(x)
     assert "Conv2dReluMaxPool2d" not in _graph_functions(y) and np.array_equal(y.numpy(), apart())
     assert (y.numpy() < 0).any()  # the tanh, not a ReLU, ran
+
+
+# ---------------------------------------------------------------------------- channel dropout, stochastic depth
+@pytest.mark.parametrize("layer, per", [(gpucnn.Dropout2d, (6, 5, 1, 1)), (gpucnn.DropPath, (6, 1, 1, 1))])
+def test_dropout2d_and_drop_path_masks(backend, layer, per):
+    """One draw per (sample, channel) (Dropout2d) or per sample (DropPath), the kept ones scaled by 1/(1-p); the
+    same mask from the same generator on every backend; the gradient is the mask; identity in eval."""
+    x = gpucnn.tensor(np.random.default_rng(0).standard_normal((6, 5, 3, 4)), requires_grad=True,
+                      backend=backend.name)
+    y = layer(0.4, rng=np.random.default_rng(5))(x)
+    mask = y.numpy() / x.numpy()
+    drawn = mask[tuple(slice(None) if n > 1 else slice(0, 1) for n in per)]
+    np.testing.assert_allclose(mask, np.broadcast_to(drawn, mask.shape), rtol=1e-12)
+    np.testing.assert_allclose(np.unique(np.round(drawn, 9)), [0.0, round(1 / 0.6, 9)])
+    with gpucnn.use_backend("numpy"):
+        reference = layer(0.4, rng=np.random.default_rng(5))(gpucnn.tensor(x.numpy())).numpy()
+    np.testing.assert_array_equal(y.numpy(), reference)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), mask, rtol=1e-12)
+    assert layer(0.4).eval()(x) is x
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda a: a.permute(0, 1, 1, 2), ValueError, r"permute: expected a permutation of 0\.\.3, got \(0, 1, 1, 2\)"),
+    (lambda a: a.permute(0, 1, 2), ValueError, r"permute: expected a permutation of 0\.\.3, got \(0, 1, 2\)"),
+    (lambda a: a.transpose(0, 4), IndexError, r"transpose: dim 4 is out of range for a tensor with 4 dims "
+                                              r"\(expected -4\.\.3\)"),
+    (lambda a: a.split([1, 1], dim=1), ValueError, r"split: expected sizes >= 0 that add up to 3 \(the length of "
+                                                   r"dim 1\), got \(1, 1\)"),
+    (lambda a: a.split(0), ValueError, r"split: expected a split size of at least 1, got 0"),
+    (lambda a: a.chunk(0), ValueError, r"chunk: expected a number of chunks of at least 1, got 0"),
+    (lambda a: a.expand(2, 5, 1, 1), ValueError, r"expand: expected size 3 \(or 1 to stretch\) at dim 1, got 5"),
+    (lambda a: a.expand(-1, 2, 3, 1, 1), ValueError, r"expand: -1 is not allowed for a new leading dim \(0\)"),
+    (lambda a: a.max(dim=-5), IndexError, r"max: dim -5 is out of range for a tensor with 4 dims"),
+    (lambda a: a.clamp(), ValueError, r"clamp: expected min or max \(or both\), got neither"),
+    (lambda a: gpucnn.stack([a, a], dim=5), IndexError, r"stack: dim 5 is out of range for a tensor with 5 dims"),
+    (lambda a: gpucnn.stack([a, a[:1]]), ValueError, r"stack: expected tensors of one shape, got shapes"),
+    (lambda a: gpucnn.where(a, a, a), TypeError, r"where: expected a bool condition, got dtype float64"),
+    (lambda a: gpucnn.Dropout2d()(a.flatten(1)), ValueError, r"dropout2d: expected an input of shape \(N, C, H, W\)"),
+])
+def test_tensor_op_errors_name_the_op_and_what_was_expected(call, error, match):
+    a = gpucnn.tensor(np.ones((2, 3, 1, 1)))
+    with pytest.raises(error, match=match):
+        call(a)

@@ -307,3 +307,48 @@ def test_connection_table_folds_under_the_packed_name_once(tmp_path):
     proto = _check_model(nn.Sequential(conv), (2, 4, 4), tmp_path)
     inits = _initializers(proto)
     assert sorted(inits) == ["0.bias", "0.weight"] and inits["0.weight"].shape == (3, 2, 2, 2)
+
+
+class _TensorOps(nn.Module):
+    """The Tensor shape ops and reductions a forward calls: permute, split, expand, cat, clamp, max/min (values
+    and indices), stack, sqrt, transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1, rng=np.random.default_rng(0))
+
+    def forward(self, x):
+        h = self.conv(x).permute(0, 2, 3, 1)  # (N, H, W, C)
+        a, b = h.split([1, 3], dim=-1)
+        c = gpucnn.cat([b, a.expand(-1, -1, -1, 2)], dim=-1).clamp(-0.5, 0.8)
+        top = c.max(dim=1)
+        low = c.min(1, keepdim=True).values.transpose(1, 2)  # (N, W, 1, C)
+        s = gpucnn.stack([top.values, (c * c).sqrt().sum(1), low.sum(2)], dim=1) + h.max() - c.clamp(max=0.1).min()
+        first, second = s.chunk(2, dim=-1)
+        return first.flatten(1), second.sum(-1), top.indices
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_tensor_ops_round_trip(tmp_path, opset):
+    model = _TensorOps()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "ops.onnx"
+    proto = export(model, path, rng.standard_normal((2, 4, 3, 5)).astype(np.float32), opset=opset)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"Transpose", "Split", "Expand", "Concat", "Clip", "ReduceMax", "ReduceMin", "ArgMax", "Unsqueeze",
+            "Sqrt"} <= ops
+    assert sum(n.op_type == "Split" for n in proto.graph.node) == 2  # one node per split, not one per piece
+    for batch in (1, 2, 7):
+        report = verify(path, model, rng.standard_normal((batch, 4, 3, 5)).astype(np.float32))
+        assert report["match"], report
+
+
+def test_tensor_ops_that_move_the_batch_axis_need_a_static_batch(tmp_path):
+    class Moves(nn.Module):
+        def forward(self, x):
+            return x.permute(1, 0, 2)
+
+    with pytest.raises(ExportError, match=r"Permute \(1, 0, 2\) in layer '\(top level\)' moves the batch axis"):
+        export(Moves(), None, np.ones((2, 3, 4), np.float32))
+    proto = export(Moves(), None, np.ones((2, 3, 4), np.float32), dynamic_batch=False)
+    assert [n.op_type for n in proto.graph.node][0] == "Transpose"

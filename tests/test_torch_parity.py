@@ -500,3 +500,55 @@ def test_load_state_dict_copies(backend):
     gpucnn.optim.SGD(model.parameters(), lr=0.1).step()
     changed = [k for k, v in tmodel.state_dict().items() if not torch.equal(v, before[k])]
     assert not changed, f"a gpucnn forward and SGD step changed the PyTorch model's {changed}"
+
+
+# ---------------------------------------------------------------------------- tensor ops
+# each written once for both libraries: ``lib`` is gpucnn or torch, the inputs that library's tensors
+TENSOR_OPS = {
+    "permute": (lambda lib, a: a.permute(2, 0, -2), [(2, 3, 4)]),
+    "transpose_mT": (lambda lib, a: a.transpose(0, -1) + a.mT.transpose(0, 1).transpose(1, 2), [(2, 3, 4)]),
+    "view_reshape_as": (lambda lib, a, b: a.view(4, -1).reshape_as(b) * b, [(2, 3, 4), (6, 4)]),
+    "split_uneven": (lambda lib, a: lib.cat([p * (i + 1) for i, p in enumerate(a.split(2, dim=-1))], -1), [(3, 5)]),
+    "split_sections": (lambda lib, a: a.split([3, 0, 2], 1)[0].sum(1) + a.split([3, 0, 2], 1)[2].sum(1), [(3, 5)]),
+    "chunk_short_last": (lambda lib, a: lib.stack([c.sum(0) for c in a.chunk(3)]), [(7, 2)]),
+    "chunk_fewer": (lambda lib, a: lib.cat([c * 2 for c in a.chunk(4, dim=1)], 1), [(2, 6)]),  # 3 chunks of 2
+    "expand": (lambda lib, a: a.expand(2, -1, 4) * 2, [(3, 1)]),
+    "expand_as": (lambda lib, a, b: a.expand_as(b) * b, [(1, 3, 1), (2, 3, 4)]),
+    "clamp": (lambda lib, a: a.clamp(-0.5, 0.5) + a.clamp(max=0.2) * a.clip(min=-0.1), [(4, 5)]),
+    "sqrt": (lambda lib, a: (a * a + 0.1).sqrt(), [(4, 5)]),
+    "max_min": (lambda lib, a: a.max() * a + a.min(), [(3, 4)]),
+    "max_dim": (lambda lib, a: a.max(1).values * (a.max(dim=-2)[1] + 1) + a.max(-1, keepdim=True)[0].sum(),
+                [(2, 3, 4)]),
+    "min_dim": (lambda lib, a: a.min(0, keepdim=True).values + a.min(dim=-2).indices, [(3, 4)]),
+    "max_ties": (lambda lib, a: a.clamp(max=0.0).max(1).values + a.clamp(min=0.3).min(), [(4, 6)]),
+    "where": (lambda lib, a, b: lib.where(a > b, a * 2, b), [(3, 4), (4,)]),
+    "stack": (lambda lib, a, b: lib.stack([a, b, a * b], dim=-1), [(2, 3), (2, 3)]),
+    "flatten": (lambda lib, a: lib.flatten(a, 1, -2) + lib.flatten(a, 1).sum(), [(2, 3, 2, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", list(TENSOR_OPS))
+def test_tensor_ops_match_pytorch(backend, name):
+    """Forward values (and, for max/min with a dim, the indices) and the gradient of every input against
+    PyTorch on the same float64 inputs."""
+    fn, shapes = TENSOR_OPS[name]
+    rng = np.random.default_rng(7)
+    pairs = [_input(rng, shape, np.float64, backend) for shape in shapes]
+    out, tout = fn(gpucnn, *(p[0] for p in pairs)), fn(torch, *(p[1] for p in pairs))
+    _close(out, tout, np.float64, f"{name}: forward")
+    weight = rng.standard_normal(tout.shape)
+    (out * gpucnn.tensor(weight, dtype=np.float64, backend=backend.name)).sum().backward()
+    (tout * torch.from_numpy(weight)).sum().backward()
+    for i, (g, t) in enumerate(pairs):
+        _close(g.grad, t.grad, np.float64, f"{name}: gradient of input {i}")
+
+
+@pytest.mark.parametrize("dim, keepdim", [(0, False), (-1, True), (1, False)])
+def test_max_min_with_dim_return_values_and_indices_as_pytorch(backend, dim, keepdim):
+    x = np.random.default_rng(3).integers(0, 3, (4, 5)).astype(np.float64)  # many ties: the first one wins
+    for op in ("max", "min"):
+        got = getattr(gpucnn.tensor(x, backend=backend.name), op)(dim, keepdim)
+        want = getattr(torch.from_numpy(x), op)(dim, keepdim)
+        np.testing.assert_array_equal(got.values.numpy(), want.values.numpy())
+        np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
+        assert got.indices.dtype == np.int64 and not got.indices.requires_grad

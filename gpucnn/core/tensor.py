@@ -226,7 +226,132 @@ class Tensor:
             shape = tuple(shape[0])
         return _basic().Reshape.apply(self, shape)
 
-    view = reshape
+    def view(self, *shape: Any) -> Tensor:
+        """``reshape``: unlike PyTorch's ``view``, which refuses a non-contiguous tensor, gpucnn's
+        copies when it needs to (as ``reshape`` does), so it never raises for the layout."""
+        return self.reshape(*shape)
+
+    def reshape_as(self, other: Tensor) -> Tensor:
+        return self.reshape(tuple(other.shape))
+
+    def permute(self, *dims: Any) -> Tensor:
+        """The axes reordered: output axis i is input axis ``dims[i]`` (negative dims count from the end)."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        n = self.ndim
+        valid = all(isinstance(d, int) and not isinstance(d, bool) and -n <= d < n for d in dims)
+        resolved = tuple(d % n for d in dims) if valid and n else tuple(dims)
+        if not valid or sorted(resolved) != list(range(n)):
+            raise ValueError(f"permute: expected a permutation of 0..{n - 1}, got {tuple(dims)}")
+        return _basic().Permute.apply(self, resolved)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """``dim0`` and ``dim1`` swapped."""
+        ops = _basic()
+        a, b = ops.check_dim(dim0, self.ndim, "transpose"), ops.check_dim(dim1, self.ndim, "transpose")
+        dims = list(range(self.ndim))
+        dims[a], dims[b] = dims[b], dims[a]
+        return ops.Permute.apply(self, tuple(dims))
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802  (PyTorch's name)
+        """Every axis reversed (a matrix transposed)."""
+        return _basic().Permute.apply(self, tuple(range(self.ndim))[::-1])
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802
+        """The last two axes swapped (a batch of matrices transposed)."""
+        if self.ndim < 2:
+            raise ValueError(f"mT: expected a tensor of at least 2 dims, got shape {self.shape}")
+        return self.transpose(-2, -1)
+
+    def split(self, split_size_or_sections: int | list[int] | tuple[int, ...], dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces along ``dim``: of ``split_size_or_sections`` each (the last one shorter where the size
+        does not divide), or of the listed sizes (which must add up to the axis's length), as PyTorch's."""
+        ops = _basic()
+        axis = ops.check_dim(dim, self.ndim, "split")
+        length = self.shape[axis]
+        if isinstance(split_size_or_sections, int) and not isinstance(split_size_or_sections, bool):
+            step = split_size_or_sections
+            if step < 1:
+                raise ValueError(f"split: expected a split size of at least 1, got {step}")
+            sizes = [min(step, length - start) for start in range(0, length, step)] or [0]
+        else:
+            sizes = [int(s) for s in split_size_or_sections]
+            if any(s < 0 for s in sizes) or sum(sizes) != length:
+                raise ValueError(f"split: expected sizes >= 0 that add up to {length} (the length of dim {dim}), "
+                                 f"got {tuple(sizes)}")
+        return tuple(ops.SplitPiece.apply(self, axis, tuple(sizes), i) for i in range(len(sizes)))
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        """At most ``chunks`` pieces along ``dim``, each ceil(length / chunks) long but the last, as
+        PyTorch's (so fewer than ``chunks`` where the length does not allow that many)."""
+        if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+            raise ValueError(f"chunk: expected a number of chunks of at least 1, got {chunks!r}")
+        length = self.shape[_basic().check_dim(dim, self.ndim, "chunk")]
+        return self.split(max(-(-length // chunks), 1), dim)
+
+    def expand(self, *sizes: Any) -> Tensor:
+        """A broadcast view of size ``sizes`` (-1 keeps an axis; new axes go in front), as PyTorch's;
+        gpucnn's copies."""
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        sizes = tuple(int(s) for s in sizes)
+        extra = len(sizes) - self.ndim
+        if extra < 0:
+            raise ValueError(f"expand: expected at least {self.ndim} sizes (the tensor's dims), got {sizes}")
+        shape = []
+        for i, size in enumerate(sizes):
+            old = self.shape[i - extra] if i >= extra else None
+            if size == -1:
+                if old is None:
+                    raise ValueError(f"expand: -1 is not allowed for a new leading dim ({i}), got sizes {sizes}")
+                size = old
+            if size < 0 or (old is not None and old != 1 and old != size):
+                raise ValueError(f"expand: expected size {old} (or 1 to stretch) at dim {i}, got {size}; sizes "
+                                 f"{sizes}, tensor shape {self.shape}")
+            shape.append(size)
+        return _basic().Expand.apply(self, tuple(shape))
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        return self.expand(tuple(other.shape))
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        """Values limited to [min, max] (scalars; either may be None); the gradient passes inside them."""
+        if min is None and max is None:
+            raise ValueError("clamp: expected min or max (or both), got neither")
+        for name, bound in (("min", min), ("max", max)):
+            if bound is not None and not isinstance(bound, (int, float, np.integer, np.floating)):
+                raise TypeError(f"clamp: expected a number or None for {name}, got {type(bound).__name__}")
+        return _basic().Clamp.apply(self, None if min is None else float(min), None if max is None else float(max))
+
+    clip = clamp
+
+    def sqrt(self) -> Tensor:
+        return _basic().Sqrt.apply(self)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The largest value (a 0-d tensor), or with ``dim`` the named tuple ``(values, indices)`` along
+        it, as PyTorch's: the gradient goes to the first largest (shared among equals without ``dim``)."""
+        return self._extreme(dim, keepdim, True)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """As ``max``, for the smallest."""
+        return self._extreme(dim, keepdim, False)
+
+    def _extreme(self, dim: int | None, keepdim: bool, largest: bool) -> Any:
+        ops = _basic()
+        name = "max" if largest else "min"
+        if self.numel() == 0:
+            raise ValueError(f"{name}: expected a non-empty tensor, got shape {self.shape}")
+        function = ops.Max if largest else ops.Min
+        if dim is None:
+            return function.apply(self, None, False)
+        axis = ops.check_dim(dim, self.ndim, name)
+        values = function.apply(self, axis, bool(keepdim))
+        indices = ops.ArgExtreme.apply(self, axis, bool(keepdim), largest)
+        indices.requires_grad = False  # int64 positions: no gradient flows through them
+        return (ops.MaxResult if largest else ops.MinResult)(values, indices)
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         shape = self.shape

@@ -19,7 +19,7 @@ from ..init import default_rng
 from .checks import activation_input
 
 #: its part of the functional API (gpucnn.functional lists every module's)
-__all__ = ["dropout"]
+__all__ = ["dropout", "dropout2d"]
 
 _state = threading.local()
 
@@ -95,3 +95,38 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
         source = seed_source()
         seed = source.table_seed(generator) if source is not None else draw_seed(generator)
     return Dropout.apply(x, float(p), seed)
+
+
+def _scaled_mask(x: Tensor, shape: tuple[int, ...], p: float, seed: int | None,
+                 generator: np.random.Generator | None) -> Tensor:
+    """A mask of ``shape`` (broadcasting against ``x``): 0 with probability p, else 1/(1-p); drawn as
+    dropout of ones, so from the same seed (and CUDA-graph step table) as ``dropout``'s."""
+    ones = Tensor(x.backend.xp.ones(shape, dtype=x.dtype), backend=x.backend)
+    return dropout(ones, p, True, seed=seed, generator=generator)
+
+
+def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, seed: int | None = None,
+              generator: np.random.Generator | None = None) -> Tensor:
+    """Zero whole channels: one draw per (sample, channel) of an (N, C, H, W) input (or per channel
+    of a (C, H, W) one), the kept channels scaled by 1/(1-p), when ``training``."""
+    x = activation_input(input, "dropout2d")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected an input of shape (N, C, H, W) or (C, H, W), got {x.shape}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout2d: p must be in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    return x * _scaled_mask(x, x.shape[:-2] + (1, 1), p, seed, generator)
+
+
+def drop_path(x: Any, p: float = 0.0, training: bool = False, seed: int | None = None,
+              generator: np.random.Generator | None = None) -> Tensor:
+    """Stochastic depth (timm's ``drop_path``): drop each sample's whole input with probability p,
+    scaling the kept ones by 1/(1-p), when ``training``; the identity otherwise. Meant for a residual
+    branch: ``x + drop_path(branch(x), p, self.training)``."""
+    x = activation_input(x, "drop_path")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop_path: p must be in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    return x * _scaled_mask(x, x.shape[:1] + (1,) * (x.ndim - 1), p, seed, generator)

@@ -1,4 +1,4 @@
-"""Linear, Flatten, Dropout and Identity."""
+"""Linear, Flatten, Dropout (and Dropout2d, DropPath) and Identity."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 
 from .. import functional as F
 from ..functions.checks import positive_int
+from ..functions.dropout import drop_path, dropout2d
 from ..functions.linear import Linear as LinearFunction
 from ..init import DEFAULT_INIT, default_rng, initial_bias, initialize
 from .module import Module, as_float_dtype, new_parameter
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["Dropout", "Flatten", "Identity", "Linear"]
+__all__ = ["DropPath", "Dropout", "Dropout2d", "Flatten", "Identity", "Linear"]
 
 
 class Linear(Module):
@@ -86,3 +87,48 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             return x
         return F.dropout(x, self.p, True, generator=self.rng)
+
+
+def _layer_rng(p: float, rng: np.random.Generator | None, owner: str) -> np.random.Generator:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{owner}: p must be in [0, 1], got {p!r}")
+    return rng if rng is not None else np.random.default_rng(default_rng().integers(1 << 63))
+
+
+class Dropout2d(Module):
+    """Zero whole channels in training: one draw per (sample, channel) of an (N, C, H, W) input, the kept
+    channels scaled by 1/(1-p); identity in eval. The mask is drawn as ``Dropout``'s (a hash of a seed the
+    layer's generator draws each forward), so a seeded run drops the same channels on every backend."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.rng = _layer_rng(p, rng, "Dropout2d")
+        self.p = float(p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: Any) -> Any:
+        self._check_input(x, None, layout="(N, C, H, W)")
+        if not self.training or self.p == 0.0:
+            return x
+        return dropout2d(x, self.p, True, generator=self.rng)
+
+
+class DropPath(Module):
+    """Stochastic depth (timm's ``DropPath``): in training, each sample's input is dropped whole with
+    probability p and the kept ones scaled by 1/(1-p); identity in eval. Wrap a residual branch's output."""
+
+    def __init__(self, p: float = 0.0, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.rng = _layer_rng(p, rng, "DropPath")
+        self.p = float(p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: Any) -> Any:
+        self._check_input(x, None, layout="(N, ...)")
+        if not self.training or self.p == 0.0:
+            return x
+        return drop_path(x, self.p, True, generator=self.rng)
