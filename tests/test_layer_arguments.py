@@ -51,6 +51,15 @@ BAD_ARGUMENTS = [
     (nn.BatchNorm1d, (0,), {}, "num_features"),
     (nn.BatchNorm2d, (-4,), {}, "num_features"),
     (nn.SyncBatchNorm, (0,), {}, "num_features"),
+    (nn.LayerNorm, (0,), {}, "normalized_shape"),
+    (nn.LayerNorm, ((4, -1),), {}, "normalized_shape"),
+    (nn.LayerNorm, ((),), {}, "normalized_shape"),
+    (nn.GroupNorm, (0, 4), {}, "num_groups"),
+    (nn.GroupNorm, (2, 0), {}, "num_channels"),
+    (nn.GroupNorm, (3, 4), {}, "num_channels"),
+    (nn.InstanceNorm2d, (0,), {}, "num_features"),
+    (nn.InstanceNorm2d, (3,), {"track_running_stats": True}, "track_running_stats"),
+    (nn.LocalResponseNorm, (0,), {}, "size"),
     (nn.Dropout, (1.5,), {}, "p"),
 ]
 

@@ -187,6 +187,8 @@ def test_every_kernel_is_emulated(sim, rng):
                                  np.full((2, 7), 0.5, np.float32), step, False)
     rows, weight = x.reshape(24, 6), w.reshape(6, 6)
     sim.linear_backward(sim.linear_forward(rows, weight, None), rows, weight)
+    normed, mean, rstd = sim.row_norm_forward(rows, 1e-5)
+    sim.row_norm_backward(normed, rows, mean, rstd)
     every = {name for module in kernel_modules() for name in kernel_names(kernel_source(module))}
     assert every - set(device.launch_counts) == set(), "kernels never run on cuda-sim"
     assert not_emulated == []

@@ -335,6 +335,26 @@ class Backend(ABC):
         step: int64 (1,)
         """
 
+    # ------------------------------------------------------------------ per-row normalisation
+    # LayerNorm, GroupNorm and InstanceNorm2d view their input as (rows, cols); the affine part is glue
+    @abstractmethod
+    def row_norm_forward(self, x: Array, eps: float) -> tuple[Array, Array, Array]:
+        """``(y, mean, rstd)``: each row normalised by its own mean and biased variance.
+
+        x: (rows, cols) -> y: (rows, cols), mean: (rows,), rstd: (rows,), all of x's dtype
+
+        y = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), var the mean of (x - mean)^2 (two passes).
+        """
+
+    @abstractmethod
+    def row_norm_backward(self, dy: Array, x: Array, mean: Array, rstd: Array) -> Array:
+        """dx of row_norm_forward, from its input and its saved per-row statistics.
+
+        dy, x: (rows, cols), mean, rstd: (rows,) -> dx: (rows, cols)
+
+        dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) per row, xhat = (x - mean) * rstd.
+        """
+
 
 # the elementwise ops are declared by their rows in elementwise.py (one row: contract, reference, kernel)
 declare_in_contract(Backend)

@@ -1,4 +1,5 @@
-"""Batch normalisation layers over the functional batch_norm."""
+"""Normalisation layers: batch normalisation over the functional batch_norm; layer, group and instance
+normalisation over layer_norm, group_norm and instance_norm; local response normalisation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..functions.checks import positive_int
 from .module import Module, as_float_dtype, new_parameter
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["BatchNorm1d", "BatchNorm2d", "SyncBatchNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm2d", "LayerNorm", "LocalResponseNorm",
+           "SyncBatchNorm"]
 
 
 class _BatchNorm(Module):
@@ -111,3 +113,107 @@ class SyncBatchNorm(_BatchNorm):
             module._modules[name] = cls.convert_sync_batchnorm(child)
             object.__setattr__(module, name, module._modules[name])
         return module
+
+
+class LayerNorm(Module):
+    """PyTorch's LayerNorm: each sample normalised over its trailing axes ``normalized_shape`` (an int or
+    a shape); ``weight`` and ``bias`` have that shape (``bias=False``: no bias)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        dtype = as_float_dtype(dtype, "LayerNorm")
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not shape:
+            raise ValueError("LayerNorm: normalized_shape must hold at least one size, got ()")
+        for size in shape:
+            positive_int(size, "normalized_shape", "LayerNorm")
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
+        self.weight = new_parameter(self, np.ones(shape), dtype) if elementwise_affine else None
+        self.bias = new_parameter(self, np.zeros(shape), dtype) if elementwise_affine and bias else None
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+    def forward(self, x: Any) -> Any:
+        self._check_input(x, None, layout=f"(N, ..., {', '.join(map(str, self.normalized_shape))})")
+        if tuple(x.shape[max(0, x.ndim - len(self.normalized_shape)):]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm: expected an input ending in {self.normalized_shape}, got shape {x.shape}")
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class GroupNorm(Module):
+    """PyTorch's GroupNorm: each sample's ``num_channels`` channels normalised in ``num_groups`` groups
+    of consecutive channels; per-channel ``weight`` and ``bias`` (``affine``). x: (N, C, ...)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        dtype = as_float_dtype(dtype, "GroupNorm")
+        positive_int(num_groups, "num_groups", "GroupNorm")
+        positive_int(num_channels, "num_channels", "GroupNorm")
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels={num_channels} must be divisible by num_groups={num_groups}")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, float(eps), affine
+        self.weight = new_parameter(self, np.ones(num_channels), dtype) if affine else None
+        self.bias = new_parameter(self, np.zeros(num_channels), dtype) if affine else None
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim < 2:
+            raise ValueError(f"GroupNorm: expected an input (N, C, ...), got shape {x.shape}")
+        self._check_input(x, x.ndim, self.num_channels, "(N, C, ...)")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class InstanceNorm2d(Module):
+    """PyTorch's InstanceNorm2d: each sample's channels normalised over (H, W) with their own statistics;
+    per-channel ``weight`` and ``bias`` with ``affine=True``. x: (N, C, H, W) or (C, H, W).
+    ``track_running_stats=True`` is refused (not supported yet); ``momentum`` is kept for it."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, dtype: Any = np.float32) -> None:
+        super().__init__()
+        dtype = as_float_dtype(dtype, "InstanceNorm2d")
+        positive_int(num_features, "num_features", "InstanceNorm2d")
+        if track_running_stats:
+            raise ValueError("InstanceNorm2d: track_running_stats=True is not supported yet; use the default "
+                             "track_running_stats=False (each instance's own statistics, in training and eval)")
+        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None
+        self.bias = new_parameter(self, np.zeros(num_features), dtype) if affine else None
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim == 3:  # unbatched (C, H, W), as PyTorch takes it: a batch of one
+            self._check_input(x, 3, layout="(C, H, W)")
+            return self.forward(x.reshape((1,) + tuple(x.shape))).reshape(x.shape)
+        self._check_input(x, 4, self.num_features)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+class LocalResponseNorm(Module):
+    """PyTorch's LocalResponseNorm: x / (k + alpha / size * sum of x^2 over ``size`` neighbouring
+    channels)^beta; x: (N, C, ...) of at least 3 dimensions. A composition of existing ops
+    (F.local_response_norm: a square, an average pool over the channels, a power and a division)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        self.size = positive_int(size, "size", "LocalResponseNorm")
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim < 3:
+            raise ValueError(f"LocalResponseNorm: expected an input (N, C, ...) of at least 3 dimensions, got "
+                             f"shape {x.shape}")
+        self._check_input(x, x.ndim, layout="(N, C, ...)")
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)

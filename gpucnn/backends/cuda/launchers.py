@@ -562,6 +562,33 @@ class CudaBackend(Backend):
                           self._input(step, "adam_update_many_stepped step", np.int64), np.int32(bool(decoupled))],
                          real, tuple(checked[0]))
 
+    # ------------------------------------------------------------------ per-row normalisation
+    # x: (rows, cols) -> y: (rows, cols), mean, rstd: (rows,); one block per row (layernorm.cu)
+    def row_norm_forward(self, x, eps):
+        x = self._input(x, "row_norm_forward x")
+        rows, cols = x.shape
+        y = self.device.empty(x.shape, x.dtype)
+        mean, rstd = self.device.empty((rows,), x.dtype), self.device.empty((rows,), x.dtype)
+        if rows and not cols:  # statistics of no values, as the NumPy reference's
+            mean[...], rstd[...] = np.nan, np.nan
+        elif x.size:
+            self._launch("layernorm", "row_norm_forward", (rows,), (_row_threads(cols),),
+                         [x, y, mean, rstd, _Index(cols), _Real(eps)], x.dtype, (x,))
+        return y, mean, rstd
+
+    # dy, x: (rows, cols), mean, rstd: (rows,) -> dx: (rows, cols)
+    def row_norm_backward(self, dy, x, mean, rstd):
+        x = self._input(x, "row_norm_backward x")
+        dy = self._input(dy, "row_norm_backward dy", x.dtype)
+        mean = self._input(mean, "row_norm_backward mean", x.dtype)
+        rstd = self._input(rstd, "row_norm_backward rstd", x.dtype)
+        rows, cols = x.shape
+        dx = self.device.empty(x.shape, x.dtype)
+        if x.size:
+            self._launch("layernorm", "row_norm_backward", (rows,), (_row_threads(cols),),
+                         [dy, x, mean, rstd, dx, _Index(cols)], x.dtype, (x,))
+        return dx
+
     def _hyper(self, hyper: Any, kernel: str, real: np.dtype, columns: int) -> Any:
         hyper = self._input(hyper, f"{kernel} hyper", real)
         if hyper.ndim != 2 or hyper.shape[1] != columns:
@@ -618,6 +645,11 @@ class CudaBackend(Backend):
         table = self.device.empty(host.shape, host.dtype)
         self.device.upload_after_capture(table, host)
         return table
+
+
+def _row_threads(cols: int) -> int:
+    """A row's block for layernorm.cu: whole warps, BLOCK threads at most, no idle warp on a short row."""
+    return min(BLOCK, 32 * _blocks(cols, 32))
 
 
 def _pointer(a: Any) -> int:

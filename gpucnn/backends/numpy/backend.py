@@ -201,6 +201,29 @@ class NumpyBackend(Backend):
             _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
                   lambda v: np.sqrt(v) * scale)
 
+    # ---------------------------------------------------------------- per-row normalisation (layernorm.cu's order)
+    # x: (rows, cols) -> y: (rows, cols), mean, rstd: (rows,)
+    def row_norm_forward(self, x, eps):
+        rows, cols = x.shape
+        if not cols:  # no values: NaN statistics, as a mean over nothing (without NumPy's warning)
+            nan = np.full(rows, np.nan, dtype=x.dtype)
+            return np.empty_like(x), nan, nan.copy()
+        mean = x.sum(axis=1) / x.dtype.type(cols)
+        centered = x - mean[:, None]
+        var = (centered * centered).sum(axis=1) / x.dtype.type(cols)
+        rstd = x.dtype.type(1) / np.sqrt(var + x.dtype.type(eps))
+        return centered * rstd[:, None], mean, rstd
+
+    # dy, x: (rows, cols), mean, rstd: (rows,) -> dx: (rows, cols)
+    def row_norm_backward(self, dy, x, mean, rstd):
+        cols = x.shape[1]
+        if not cols:
+            return np.empty_like(x)
+        xhat = (x - mean[:, None]) * rstd[:, None]
+        mean_dy = dy.sum(axis=1, keepdims=True) / x.dtype.type(cols)
+        mean_dy_xhat = (dy * xhat).sum(axis=1, keepdims=True) / x.dtype.type(cols)
+        return rstd[:, None] * (dy - mean_dy - xhat * mean_dy_xhat)
+
 
 # ---------------------------------------------------------------- dropout
 def dropout_mask(shape: tuple[int, ...], p: float, seed: int) -> np.ndarray:
