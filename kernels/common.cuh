@@ -36,6 +36,12 @@ __device__ __forceinline__ float real_sqrt(float v) { return sqrtf(v); }
 __device__ __forceinline__ double real_sqrt(double v) { return sqrt(v); }
 __device__ __forceinline__ float real_pow(float v, float p) { return powf(v, p); }
 __device__ __forceinline__ double real_pow(double v, double p) { return pow(v, p); }
+__device__ __forceinline__ float real_erf(float v) { return erff(v); }
+__device__ __forceinline__ double real_erf(double v) { return erf(v); }
+__device__ __forceinline__ float real_expm1(float v) { return expm1f(v); }
+__device__ __forceinline__ double real_expm1(double v) { return expm1(v); }
+__device__ __forceinline__ float real_log1p(float v) { return log1pf(v); }
+__device__ __forceinline__ double real_log1p(double v) { return log1p(v); }
 __device__ __forceinline__ float real_abs(float v) { return fabsf(v); }
 __device__ __forceinline__ double real_abs(double v) { return fabs(v); }
 __device__ __forceinline__ bool is_nan(real v) { return v != v; }

@@ -59,6 +59,17 @@ def _target(*shape: int) -> Callable[[np.random.Generator], tuple]:
     return lambda rng: (rng.standard_normal(shape),)
 
 
+def _torch_exact_hardsigmoid(t: Any) -> Any:
+    """relu6(x + 3) / 6 composed in PyTorch: nn.Hardsigmoid's float64 backward multiplies by 1/6 rounded to
+    float32 (a relative error of 3e-8), which the parity tolerance would flag; its forward is this."""
+
+    class ExactHardsigmoid(t.nn.Module):
+        def forward(self, x: Any) -> Any:
+            return t.nn.functional.relu6(x + 3) / 6
+
+    return ExactHardsigmoid()
+
+
 C = OpCase
 OPS: list[OpCase] = [
     # ---------------------------------------------------------------- convolution
@@ -102,6 +113,22 @@ OPS: list[OpCase] = [
     C("tanh", lambda d: gpucnn.Tanh(), ((3, 7),), torch=lambda t: t.nn.Tanh()),
     C("tanh_lecun", lambda d: gpucnn.Tanh.lecun(), ((3, 7),)),
     C("silu", lambda d: gpucnn.SiLU(), ((2, 3, 4, 5),), torch=lambda t: t.nn.SiLU()),
+    C("relu6", lambda d: gpucnn.ReLU6(), ((2, 3, 4, 5),), "hard", torch=lambda t: t.nn.ReLU6()),
+    C("relu6_inplace", lambda d: gpucnn.ReLU6(inplace=True), ((3, 7),), "hard",
+      torch=lambda t: t.nn.ReLU6()),  # the twin out of place: in place, PyTorch refuses a leaf
+    C("hardsigmoid", lambda d: gpucnn.Hardsigmoid(), ((2, 3, 4, 5),), "hard", torch=_torch_exact_hardsigmoid),
+    C("hardswish", lambda d: gpucnn.Hardswish(), ((2, 3, 4, 5),), "hard", torch=lambda t: t.nn.Hardswish()),
+    C("gelu", lambda d: gpucnn.GELU(), ((2, 3, 4, 5),), torch=lambda t: t.nn.GELU()),
+    C("gelu_tanh", lambda d: gpucnn.GELU(approximate="tanh"), ((2, 3, 4, 5),),
+      torch=lambda t: t.nn.GELU(approximate="tanh")),
+    C("elu", lambda d: gpucnn.ELU(), ((2, 3, 4, 5),), "kinked", torch=lambda t: t.nn.ELU()),
+    C("elu_alpha", lambda d: gpucnn.ELU(alpha=0.5, inplace=True), ((3, 7),), "kinked",
+      torch=lambda t: t.nn.ELU(alpha=0.5)),
+    C("mish", lambda d: gpucnn.Mish(), ((2, 3, 4, 5),), "hard", torch=lambda t: t.nn.Mish()),
+    C("softplus", lambda d: gpucnn.Softplus(), ((2, 3, 4, 5),), "hard", torch=lambda t: t.nn.Softplus()),
+    C("softplus_beta_threshold", lambda d: gpucnn.Softplus(beta=2.0, threshold=6.0), ((2, 3, 4, 5),), "hard",
+      torch=lambda t: t.nn.Softplus(beta=2.0, threshold=6.0)),
+    C("relu_inplace", lambda d: gpucnn.ReLU(inplace=True), ((3, 7),), "kinked", torch=lambda t: t.nn.ReLU()),
     C("softmax", lambda d: gpucnn.Softmax(dim=1), ((3, 5),), torch=lambda t: t.nn.Softmax(dim=1)),
     C("log_softmax", lambda d: gpucnn.LogSoftmax(dim=1), ((3, 5),), torch=lambda t: t.nn.LogSoftmax(dim=1)),
     # ---------------------------------------------------------------- fully connected, shape, normalisation
@@ -112,6 +139,22 @@ OPS: list[OpCase] = [
     C("identity", lambda d: gpucnn.Identity(), ((2, 3),), torch=lambda t: t.nn.Identity()),
     C("batch_norm2d", lambda d: gpucnn.BatchNorm2d(3, dtype=d), ((4, 3, 3, 3),), torch=lambda t: t.nn.BatchNorm2d(3)),
     C("batch_norm1d", lambda d: gpucnn.BatchNorm1d(3, dtype=d), ((5, 3),), torch=lambda t: t.nn.BatchNorm1d(3)),
+    C("layer_norm", lambda d: gpucnn.LayerNorm((4, 5), dtype=d), ((2, 3, 4, 5),),
+      torch=lambda t: t.nn.LayerNorm((4, 5))),
+    C("layer_norm_no_bias", lambda d: gpucnn.LayerNorm(6, bias=False, dtype=d), ((3, 6),),
+      torch=lambda t: t.nn.LayerNorm(6, bias=False)),
+    C("layer_norm_no_affine", lambda d: gpucnn.LayerNorm(5, elementwise_affine=False), ((2, 3, 5),),
+      torch=lambda t: t.nn.LayerNorm(5, elementwise_affine=False)),
+    C("group_norm", lambda d: gpucnn.GroupNorm(2, 4, dtype=d), ((2, 4, 3, 3),), torch=lambda t: t.nn.GroupNorm(2, 4)),
+    C("group_norm_1d_no_affine", lambda d: gpucnn.GroupNorm(3, 6, affine=False), ((2, 6, 5),),
+      torch=lambda t: t.nn.GroupNorm(3, 6, affine=False)),
+    C("instance_norm2d", lambda d: gpucnn.InstanceNorm2d(3), ((2, 3, 4, 4),), torch=lambda t: t.nn.InstanceNorm2d(3)),
+    C("instance_norm2d_affine", lambda d: gpucnn.InstanceNorm2d(3, affine=True, dtype=d), ((2, 3, 3, 5),),
+      torch=lambda t: t.nn.InstanceNorm2d(3, affine=True)),
+    C("local_response_norm", lambda d: gpucnn.LocalResponseNorm(3, alpha=0.5, k=2.0), ((2, 5, 3, 3),),
+      torch=lambda t: t.nn.LocalResponseNorm(3, alpha=0.5, k=2.0)),
+    C("local_response_norm_even_3d", lambda d: gpucnn.LocalResponseNorm(2), ((2, 4, 5),),
+      torch=lambda t: t.nn.LocalResponseNorm(2)),
     # ---------------------------------------------------------------- losses (labels and targets not differentiated)
     C("cross_entropy", lambda d: gpucnn.CrossEntropyLoss(), ((6, 4),), extra=_labels(6, 4), onnx=False,
       torch=lambda t: t.nn.CrossEntropyLoss()),
@@ -181,12 +224,25 @@ OPS += [
     Fn("F.sigmoid", lambda x: F.sigmoid(x), (3, 7)),
     Fn("F.tanh", lambda x: F.tanh(x), (3, 7)),
     Fn("F.silu", lambda x: F.silu(x), (3, 7)),
+    Fn("F.relu6", lambda x: F.relu6(x, inplace=True), (3, 7), kind="hard"),
+    Fn("F.hardsigmoid", lambda x: F.hardsigmoid(x), (3, 7), kind="hard"),
+    Fn("F.hardswish", lambda x: F.hardswish(x), (3, 7), kind="hard"),
+    Fn("F.gelu", lambda x: F.gelu(x), (3, 7)),
+    Fn("F.gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), (3, 7)),
+    Fn("F.elu", lambda x: F.elu(x, 1.5), (3, 7), kind="kinked"),
+    Fn("F.mish", lambda x: F.mish(x), (3, 7)),
+    Fn("F.softplus", lambda x: F.softplus(x, beta=-1.5, threshold=4.5), (3, 7), kind="hard"),
     Fn("F.dropout", lambda x: F.dropout(x, 0.3, seed=5), (4, 9)),
+    Fn("F.dropout2d", lambda x: F.dropout2d(x, 0.3, seed=5), (4, 3, 2, 2)),
     Fn("F.batch_norm", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
                        (4, 3, 2, 2), (3,), (3,)),
     Fn("F.batch_norm_train_no_affine", lambda x: F.batch_norm(x, None, None, training=True), (6, 3)),
     Fn("F.batch_norm_eval", lambda x, w, b: F.batch_norm(x, const(x, RUNNING[0]), const(x, RUNNING[1]), w, b),
                             (2, 3, 4), (3,), (3,)),
+    Fn("F.layer_norm", lambda x, w, b: F.layer_norm(x, (4,), w, b, eps=1e-3), (3, 2, 4), (4,), (4,)),
+    Fn("F.group_norm", lambda x, w, b: F.group_norm(x, 3, w, b), (2, 6, 2, 2), (6,), (6,)),
+    Fn("F.instance_norm", lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-4), (2, 3, 5), (3,), (3,)),
+    Fn("F.local_response_norm", lambda x: F.local_response_norm(x, 4, alpha=0.3, beta=0.6, k=1.5), (2, 6, 2, 3)),
     Fn("F.linear", lambda x, w, b: F.linear(x, w, b), (4, 5), (3, 5), (3,)),
     Fn("F.linear_3d_no_bias", lambda x, w: F.linear(x, w), (2, 3, 5), (4, 5)),
     Fn("F.softmax", lambda x: F.softmax(x, dim=1), (3, 5)),

@@ -18,7 +18,9 @@ def make_input(rng: np.random.Generator, shape: tuple[int, ...], kind: str = "no
     - 'normal': standard normal;
     - 'positive': in [0.5, 2] (logs, roots, divisors, L_p pooling);
     - 'distinct': values 1/7 apart, about half negative (max pooling has no ties);
-    - 'kinked': normal but clear of 0 by 1e-3 (ReLU's kink).
+    - 'kinked': normal but clear of 0 by 1e-3 (ReLU's kink);
+    - 'hard': 3 x standard normal (some past -3 and 6), clear of -3, 0, 3 and 6 by 1e-3 (the kinks of
+      ReLU6, hardsigmoid and hardswish, and softplus's threshold where it is crossed there).
     """
     if kind == "positive":
         return rng.uniform(0.5, 2.0, shape)
@@ -28,6 +30,10 @@ def make_input(rng: np.random.Generator, shape: tuple[int, ...], kind: str = "no
     x = rng.standard_normal(shape)
     if kind == "kinked":
         x[np.abs(x) < 1e-3] = 0.5
+    elif kind == "hard":
+        x *= 3
+        for kink in (-3.0, 0.0, 3.0, 6.0):
+            x[np.abs(x - kink) < 1e-3] = kink + 0.5
     elif kind != "normal":
         raise ValueError(f"make_input: unknown kind {kind!r}")
     return x

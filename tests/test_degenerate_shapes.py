@@ -13,6 +13,7 @@ import pytest
 
 import gpucnn
 from gpucnn import nn
+from gpucnn.backends.elementwise import ELEMENTWISE_OPS
 
 CONV = ((1, 1), (1, 0, 1, 0), (1, 1), 1)  # stride, padding, dilation, groups
 POOL = ((2, 2), (2, 2))  # kernel, stride
@@ -45,13 +46,6 @@ for shape in [(), (0,), (2, 0, 3)]:
     CASES |= {
         f"relu_forward_{tag}": (lambda b, x=x: b.relu_forward(b.asarray(x)), shape),
         f"relu_backward_{tag}": (lambda b, x=x, dy=dy: b.relu_backward(b.asarray(dy), b.asarray(x)), shape),
-        f"leaky_relu_forward_{tag}": (lambda b, x=x: b.leaky_relu_forward(b.asarray(x), 0.1), shape),
-        f"leaky_relu_backward_{tag}": (lambda b, x=x, dy=dy: b.leaky_relu_backward(b.asarray(dy), b.asarray(x), 0.1),
-                                       shape),
-        f"sigmoid_forward_{tag}": (lambda b, x=x: b.sigmoid_forward(b.asarray(x)), shape),
-        f"sigmoid_backward_{tag}": (lambda b, x=x, dy=dy: b.sigmoid_backward(b.asarray(dy), b.asarray(x)), shape),
-        f"tanh_forward_{tag}": (lambda b, x=x: b.tanh_forward(b.asarray(x)), shape),
-        f"tanh_backward_{tag}": (lambda b, x=x, dy=dy: b.tanh_backward(b.asarray(dy), b.asarray(x)), shape),
         f"dropout_forward_{tag}": (lambda b, x=x: b.dropout_forward(b.asarray(x), 0.5, 3), (shape, shape)),
         f"dropout_backward_{tag}": (lambda b, dy=dy, shape=shape: b.dropout_backward(
             b.asarray(dy), b.asarray(np.ones(shape, np.uint8)), 0.5), shape),
@@ -67,6 +61,10 @@ for shape in [(), (0,), (2, 0, 3)]:
             [p], [b.asarray(x)], [_zeros(b, x)], [_zeros(b, x)], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, True),
             _f(*shape) + 1), shape),
     }
+    for op in ELEMENTWISE_OPS:  # every row of backends/elementwise.py: x then dy for its arrays, scalars 0.5
+        arrays = (x, dy, x)[:len(op.arrays)]
+        CASES[f"{op.name}_{tag}"] = (lambda b, op=op, arrays=arrays: getattr(b, op.name)(
+            *[b.asarray(a) for a in arrays], *[0.5] * len(op.scalars)), shape)
 
 CASES |= {
     # an empty batch through convolution, pooling, Linear and the loss
@@ -153,8 +151,11 @@ def test_an_empty_batch_has_zero_weight_gradients_and_a_nan_loss(backend):
     assert np.isnan(loss)  # the mean over no rows, as torch.nn.functional.cross_entropy gives
 
 
-@pytest.mark.parametrize("layer", [nn.ReLU, nn.Sigmoid, nn.Tanh, lambda: nn.LeakyReLU(0.2)],
-                         ids=["ReLU", "Sigmoid", "Tanh", "LeakyReLU"])
+@pytest.mark.parametrize("layer", [nn.ReLU, nn.Sigmoid, nn.Tanh, lambda: nn.LeakyReLU(0.2), nn.SiLU, nn.ReLU6,
+                                   nn.Hardswish, nn.Hardsigmoid, nn.GELU, lambda: nn.GELU("tanh"), nn.ELU, nn.Mish,
+                                   nn.Softplus],
+                         ids=["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "SiLU", "ReLU6", "Hardswish", "Hardsigmoid",
+                              "GELU", "GELU-tanh", "ELU", "Mish", "Softplus"])
 def test_activations_on_a_0d_tensor(backend, layer):
     # the reproduction: a (1,) gradient for a () input on cuda-sim
     gpucnn.set_backend(backend.name)

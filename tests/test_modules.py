@@ -534,9 +534,11 @@ def test_pytorch_only_features_say_so():
     with pytest.raises(TypeError, match=r"Conv2d: unexpected keyword argument 'device'; device: gpucnn layers are "
                                         r"created on the current backend"):
         gpucnn.Conv2d(1, 1, 3, device="cuda")
-    with pytest.raises(TypeError, match="ReLU: unexpected keyword argument 'inplace'; inplace: gpucnn never "
-                                        "computes in place"):
-        gpucnn.ReLU(inplace=True)
+    with pytest.raises(TypeError, match="GELU: unexpected keyword argument 'inplace'; GELU takes approximate"):
+        gpucnn.GELU(inplace=True)  # as in PyTorch, which has no inplace on GELU
+    relu = gpucnn.ReLU(inplace=True)  # accepted, as PyTorch's signature has it; the output is a new tensor
+    x = gpucnn.tensor(np.array([-1.0, 2.0], np.float32))
+    assert relu(x).numpy().tolist() == [0.0, 2.0] and x.numpy().tolist() == [-1.0, 2.0]
     # PyTorch's positional order: kernel_size, stride, padding, dilation, return_indices, ceil_mode
     pool = gpucnn.MaxPool2d(3, 2, 1, 1, False, True)
     assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == ((3, 3), (2, 2), (1, 1), True)

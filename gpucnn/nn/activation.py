@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
+from ..functions.activations import gelu_approximate, softplus_beta
 from .module import Module
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["LeakyReLU", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax", "Tanh"]
+__all__ = ["ELU", "GELU", "Hardsigmoid", "Hardswish", "LeakyReLU", "LogSoftmax", "Mish", "ReLU", "ReLU6", "SiLU",
+           "Sigmoid", "Softmax", "Softplus", "Tanh"]
 
 
 class _Activation(Module):
@@ -20,20 +22,36 @@ class _Activation(Module):
         return x
 
 
-class ReLU(_Activation):
-    """max(x, 0)."""
+class _InplaceActivation(_Activation):
+    """A layer whose PyTorch twin takes ``inplace``: accepted and kept (it shows in the repr), but gpucnn
+    computes out of place, so the output is a new tensor either way (the same values) and the input is
+    left as it was."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU(_InplaceActivation):
+    """max(x, 0). ``inplace`` as in PyTorch's signature: accepted, and the output is a new tensor."""
 
     def forward(self, x: Any) -> Any:
         return F.relu(self._checked(x))
 
 
 class LeakyReLU(_Activation):
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    """x where x > 0, else negative_slope * x. ``inplace`` accepted; the output is a new tensor."""
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
+        self.inplace = bool(inplace)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}{', inplace=True' if self.inplace else ''}"
 
     def forward(self, x: Any) -> Any:
         return F.leaky_relu(self._checked(x), self.negative_slope)
@@ -44,19 +62,108 @@ class Sigmoid(_Activation):
         return F.sigmoid(self._checked(x))
 
 
-class SiLU(_Activation):
+class SiLU(_InplaceActivation):
     """x * sigmoid(x) (swish: EfficientNet, MobileNetV3's heads). ``inplace`` as in PyTorch's signature:
     accepted, and the output is a new tensor either way."""
 
     def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = bool(inplace)
-
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
+        super().__init__(inplace)
 
     def forward(self, x: Any) -> Any:
         return F.silu(self._checked(x))
+
+
+class ReLU6(_InplaceActivation):
+    """min(max(x, 0), 6) (MobileNetV2). ``inplace`` accepted; the output is a new tensor."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(inplace)
+
+    def forward(self, x: Any) -> Any:
+        return F.relu6(self._checked(x))
+
+
+class Hardsigmoid(_InplaceActivation):
+    """relu6(x + 3) / 6 (MobileNetV3's squeeze-excitation gate). ``inplace`` accepted; the output is a new
+    tensor. No extra repr, as PyTorch's."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(inplace)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def forward(self, x: Any) -> Any:
+        return F.hardsigmoid(self._checked(x))
+
+
+class Hardswish(_InplaceActivation):
+    """x * relu6(x + 3) / 6 (MobileNetV3). ``inplace`` accepted; the output is a new tensor. No extra repr,
+    as PyTorch's."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(inplace)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def forward(self, x: Any) -> Any:
+        return F.hardswish(self._checked(x))
+
+
+class GELU(_Activation):
+    """x * Phi(x), Phi the standard normal CDF (with erf); ``approximate='tanh'`` for
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = gelu_approximate(approximate, "GELU")
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+    def forward(self, x: Any) -> Any:
+        return F.gelu(self._checked(x), approximate=self.approximate)
+
+
+class ELU(_Activation):
+    """x where x > 0, else alpha * (exp(x) - 1). ``inplace`` accepted; the output is a new tensor."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+        self.inplace = bool(inplace)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}{', inplace=True' if self.inplace else ''}"
+
+    def forward(self, x: Any) -> Any:
+        return F.elu(self._checked(x), self.alpha)
+
+
+class Mish(_InplaceActivation):
+    """x * tanh(softplus(x)) (YOLOv4). ``inplace`` accepted; the output is a new tensor."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(inplace)
+
+    def forward(self, x: Any) -> Any:
+        return F.mish(self._checked(x))
+
+
+class Softplus(_Activation):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's rule)."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = softplus_beta(beta, "Softplus")
+        self.threshold = float(threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+    def forward(self, x: Any) -> Any:
+        return F.softplus(self._checked(x), self.beta, self.threshold)
 
 
 class Tanh(_Activation):

@@ -25,7 +25,6 @@ _PYTORCH_ONLY = {
     "dilation": "this layer has no dilation in gpucnn",
     "return_indices": "gpucnn's max pooling does not return indices",
     "divisor_override": "gpucnn's average pooling has no divisor override",
-    "inplace": "gpucnn never computes in place",
 }
 
 
