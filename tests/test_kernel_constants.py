@@ -198,6 +198,9 @@ MIRRORS = [
     _define("MANY_CHUNK", "optimizers.cu", "MANY_CHUNK"),
     _define("SGD_HYPER", "optimizers.cu", "SGD_HYPER"),
     _define("ADAM_HYPER", "optimizers.cu", "ADAM_HYPER"),
+    # pad.cu: the mode code the launchers pass for each F.pad mode
+    *[_define(f"PAD_MODES[{mode!r}]", "pad.cu", f"PAD_{mode.upper()}", lambda mode=mode: launchers.PAD_MODES[mode])
+      for mode in ("constant", "reflect", "replicate", "circular")],
 ]
 
 

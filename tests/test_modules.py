@@ -529,8 +529,9 @@ def test_pytorch_only_features_say_so():
             make()
         assert f"Pool2d: {name}={value!r} is not supported by gpucnn (PyTorch has it" in str(info.value)
     for layer in (gpucnn.Conv2d, gpucnn.Conv1d):
-        with pytest.raises(ValueError, match=f"{layer.__name__}: padding_mode='reflect' is not supported by gpucnn"):
-            layer(1, 1, 3, padding_mode="reflect")
+        with pytest.raises(ValueError, match=f"{layer.__name__}: padding_mode must be one of 'zeros', 'reflect', "
+                                             f"'replicate', 'circular', got 'mirror'"):
+            layer(1, 1, 3, padding_mode="mirror")
     with pytest.raises(TypeError, match=r"Conv2d: unexpected keyword argument 'device'; device: gpucnn layers are "
                                         r"created on the current backend"):
         gpucnn.Conv2d(1, 1, 3, device="cuda")

@@ -189,6 +189,8 @@ def test_every_kernel_is_emulated(sim, rng):
     sim.linear_backward(sim.linear_forward(rows, weight, None), rows, weight)
     normed, mean, rstd = sim.row_norm_forward(rows, 1e-5)
     sim.row_norm_backward(normed, rows, mean, rstd)
+    padded = sim.pad2d_forward(x, (1, 2, 2, 0), "reflect", 0.0)
+    sim.pad2d_backward(padded, x.shape, (1, 2, 2, 0), "reflect")
     every = {name for module in kernel_modules() for name in kernel_names(kernel_source(module))}
     assert every - set(device.launch_counts) == set(), "kernels never run on cuda-sim"
     assert not_emulated == []

@@ -355,6 +355,25 @@ class Backend(ABC):
         dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) per row, xhat = (x - mean) * rstd.
         """
 
+    # ------------------------------------------------------------------ padding (F.pad, the *Pad2d layers)
+    @abstractmethod
+    def pad2d_forward(self, x: Array, pads: tuple[int, int, int, int], mode: str, value: float) -> Array:
+        """The last two axes padded: ``pads`` = (left, right, top, bottom), F.pad's order.
+
+        x: (N, C, H, W) -> y: (N, C, H + top + bottom, W + left + right)
+
+        ``mode``: 'constant' (``value`` outside; a negative pad crops), 'reflect' (mirrored without
+        repeating the edge, pads < the axis size), 'replicate' (the edge repeated) or 'circular'
+        (wrapped around, pads <= the axis size); the non-constant modes take pads >= 0.
+        """
+
+    @abstractmethod
+    def pad2d_backward(self, dy: Array, x_shape: Shape, pads: tuple[int, int, int, int], mode: str) -> Array:
+        """dx of pad2d_forward: each input element's dy summed over the output positions that read it.
+
+        dy: (N, C, OH, OW) -> dx: x_shape = (N, C, H, W)
+        """
+
 
 # the elementwise ops are declared by their rows in elementwise.py (one row: contract, reference, kernel)
 declare_in_contract(Backend)

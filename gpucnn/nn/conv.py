@@ -15,6 +15,7 @@ from ..functions.conv2d import (
     run_conv2d,
     run_conv2d_relu_max_pool2d,
 )
+from ..functions.pad import run_pad
 from ..init import DEFAULT_INIT, initial_bias, initialize
 from ..shapes import conv_output_size
 from .module import Module, as_float_dtype, new_parameter
@@ -23,6 +24,8 @@ from .module import Module, as_float_dtype, new_parameter
 __all__ = ["Conv1d", "Conv2d"]
 
 Padding = int | tuple[int, int] | str
+#: padding_mode -> F.pad's mode (None: the convolution's own zero padding)
+PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
 class Conv2d(Module):
@@ -33,7 +36,8 @@ class Conv2d(Module):
     ``connection`` is a boolean (in_channels, out_channels) table saying which input maps feed
     each output map (LeNet-5's C3). Only connected filters are parameters: the weight is stored
     packed as (connections, KH, KW) and expanded to a dense, zero-filled filter bank for the op.
-    ``init`` names the weight initialiser; the default is PyTorch's.
+    ``init`` names the weight initialiser; the default is PyTorch's. A ``padding_mode`` other than
+    'zeros' pads the input by that mode first (as PyTorch does) and convolves it without padding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -47,9 +51,10 @@ class Conv2d(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must both be divisible by groups ({groups})")
-        if padding_mode != "zeros":
-            raise ValueError(f"{name}: padding_mode={padding_mode!r} is not supported by gpucnn (PyTorch has it); "
-                             f"only 'zeros'")
+        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.in_channels, self.out_channels = in_channels, out_channels
         self.spec = self._spec(kernel_size, stride, padding, dilation, groups)
         self.kernel_size = self._kernel_pair(kernel_size)
@@ -117,6 +122,7 @@ class Conv2d(Module):
 
     def extra_repr(self) -> str:
         extra = f", connections={len(self._conn_out)}" if self.connection is not None else ""
+        extra += f", padding_mode={self.padding_mode!r}" if self.padding_mode != "zeros" else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}{extra}")
 
@@ -132,17 +138,29 @@ class Conv2d(Module):
         pt, pb, pl, pr = self.padding
         return (n, self.out_channels, conv_output_size(h, kh, sh, pt, pb, dh), conv_output_size(w, kw, sw, pl, pr, dw))
 
+    def _mode_padded(self, x: Any) -> tuple[Any, Any]:
+        """(input, spec) the convolution runs on: with padding_mode 'zeros' x and the spec; otherwise x
+        padded by that mode (PyTorch's _reversed_padding_repeated_twice) and the spec without padding."""
+        mode = PADDING_MODES[self.padding_mode]
+        if mode is None:
+            return x, self.spec
+        pt, pb, pl, pr = self.spec.padding
+        pads = (pl, pr) if isinstance(self, Conv1d) else (pl, pr, pt, pb)
+        return run_pad(x, pads, mode, 0.0, self._layer_name()), self.spec._replace(padding=(0, 0, 0, 0))
+
     # x: (N, C, H, W) -> y: (N, K, OH, OW); relu=True applies max(y, 0) in the same op (Sequential
     # does this for a Conv2d followed by ReLU, saving the activation's pass over memory)
     def forward(self, x: Any, relu: bool = False) -> Any:
         # conv2d checks rank, channels, dtype and size itself, naming this layer
-        return run_conv2d(x, self.dense_weight(), self.bias, self.spec, self._layer_name(), relu)
+        x, spec = self._mode_padded(x)
+        return run_conv2d(x, self.dense_weight(), self.bias, spec, self._layer_name(), relu)
 
     # x: (N, C, H, W) -> y: (N, K, PH, PW)
     def forward_relu_maxpool(self, x: Any, pool: Any) -> Any:
         """This layer, a ReLU and ``pool`` (a MaxPool2d) as one op; Sequential runs the three this
         way. Output and gradients are bit for bit those of the three layers run one by one."""
-        return run_conv2d_relu_max_pool2d(x, self.dense_weight(), self.bias, self.spec, pool.spec,
+        x, spec = self._mode_padded(x)
+        return run_conv2d_relu_max_pool2d(x, self.dense_weight(), self.bias, spec, pool.spec,
                                           self._layer_name())
 
 
@@ -172,4 +190,5 @@ class Conv1d(Conv2d):
     # x: (N, C, L) -> y: (N, K, OL)
     def forward(self, x: Any) -> Any:
         self._check_input(x, 3, self.in_channels, layout="(N, C, L)")
-        return conv1d_as_2d(x, self.weight, self.bias, self.spec, "Conv1d")
+        x, spec = self._mode_padded(x)
+        return conv1d_as_2d(x, self.weight, self.bias, spec, "Conv1d")

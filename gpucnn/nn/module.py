@@ -21,7 +21,6 @@ from ..functions.checks import check_float_input, check_same_dtype
 _PYTORCH_ONLY = {
     "device": "gpucnn layers are created on the current backend: gpucnn.set_backend('cuda') first, or "
               "model.to('cuda') after",
-    "padding_mode": "only zero padding is supported",
     "dilation": "this layer has no dilation in gpucnn",
     "return_indices": "gpucnn's max pooling does not return indices",
     "divisor_override": "gpucnn's average pooling has no divisor override",

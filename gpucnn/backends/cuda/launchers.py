@@ -46,6 +46,7 @@ MANY_CHUNK = 1024           # optimizers.cu's MANY_CHUNK: elements per block of 
 MANY_TABLES = 16            # pointer tables kept on the device for the *_many updates (oldest dropped first)
 SGD_HYPER, ADAM_HYPER = 3, 7  # optimizers.cu: columns of the *_many_stepped kernels' per-step tables
 INDEX32_LIMIT = 2 ** 31
+PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # pad.cu's mode codes
 
 
 class Device(Protocol):
@@ -353,6 +354,30 @@ class CudaBackend(Backend):
         self._launch("lppool2d", "lppool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
                      [dy, x, y, dx, *self._pool_args(x.shape, dy.shape[2:], kernel, stride), _Real(norm_type)],
                      x.dtype, (x,))
+        return dx
+
+    # ------------------------------------------------------------------ padding
+    def _pad_args(self, x_shape, out_hw, pads, mode) -> list[Any]:
+        n, c, h, w = x_shape
+        return [_Index(n * c), _Index(h), _Index(w), _Index(out_hw[0]), _Index(out_hw[1]), np.int32(pads[0]),
+                np.int32(pads[2]), np.int32(PAD_MODES[mode])]
+
+    # x: (N, C, H, W) -> y: (N, C, H + top + bottom, W + left + right), pads = (left, right, top, bottom)
+    def pad2d_forward(self, x, pads, mode, value):
+        x = self._input(x, "pad2d_forward x")
+        left, right, top, bottom = pads
+        y = self.device.empty(x.shape[:2] + (x.shape[2] + top + bottom, x.shape[3] + left + right), x.dtype)
+        if y.size:
+            self._launch("pad", "pad2d_forward", self._elementwise_grid(y.size), (BLOCK,),
+                         [x, y, *self._pad_args(x.shape, y.shape[2:], pads, mode), _Real(value)], x.dtype, (x, y))
+        return y
+
+    def pad2d_backward(self, dy, x_shape, pads, mode):
+        dy = self._input(dy, "pad2d_backward dy")
+        dx = self.device.empty(tuple(x_shape), dy.dtype)
+        if dx.size:
+            self._launch("pad", "pad2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                         [dy, dx, *self._pad_args(x_shape, dy.shape[2:], pads, mode)], dy.dtype, (dy, dx))
         return dx
 
     # ------------------------------------------------------------------ activations

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..base import Backend, adam_step_factors, dropout_key, dropout_scale, dropout_threshold, hash32
 from ..elementwise import implemented_by
+from . import pad as _pad
 from .conv import Convolution
 from .pooling import Pooling
 from .scratch import ScratchPool
@@ -223,6 +224,14 @@ class NumpyBackend(Backend):
         mean_dy = dy.sum(axis=1, keepdims=True) / x.dtype.type(cols)
         mean_dy_xhat = (dy * xhat).sum(axis=1, keepdims=True) / x.dtype.type(cols)
         return rstd[:, None] * (dy - mean_dy - xhat * mean_dy_xhat)
+
+    # ---------------------------------------------------------------- padding (pad.py)
+    # x: (N, C, H, W) -> y: (N, C, H + top + bottom, W + left + right), pads = (left, right, top, bottom)
+    def pad2d_forward(self, x, pads, mode, value):
+        return _pad.pad2d_forward(x, pads, mode, value)
+
+    def pad2d_backward(self, dy, x_shape, pads, mode):
+        return _pad.pad2d_backward(dy, x_shape, pads, mode)
 
 
 # ---------------------------------------------------------------- dropout
