@@ -7,11 +7,11 @@ from typing import Any
 
 from ..core.autograd import Function
 from ..core.tensor import Tensor
-from .checks import activation_input
+from .checks import activation_input, as_tensor, check_same_dtype
 
 #: its part of the functional API (gpucnn.functional lists every module's)
-__all__ = ["elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "mish", "relu", "relu6", "sigmoid", "silu",
-           "softplus", "tanh"]
+__all__ = ["elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "mish", "prelu", "relu", "relu6", "sigmoid",
+           "silu", "softplus", "tanh"]
 
 
 class Relu(Function):
@@ -337,3 +337,19 @@ def silu(input: Any, inplace: bool = False) -> Tensor:
 
 def tanh(input: Any) -> Tensor:
     return Tanh.apply(activation_input(input, "tanh"))
+
+
+def prelu(input: Any, weight: Any) -> Tensor:
+    """relu(x) - weight * relu(-x): x where x > 0, else weight * x, with ``weight`` (1 value, or one per
+    channel, axis 1) broadcast over the other axes, as PyTorch's. A composition of the ReLU op and
+    broadcasting Tensor ops, so the weight's gradient is their ordered reduction (no atomics)."""
+    x = activation_input(input, "prelu")
+    w = as_tensor(weight, "prelu")
+    channels = x.shape[1] if x.ndim >= 2 else 1
+    if w.ndim != 1 or w.shape[0] not in (1, channels):
+        raise ValueError(f"prelu: expected a weight of shape (1,) or ({channels},) (the input's channels, axis 1), "
+                         f"got {w.shape} for input shape {x.shape}")
+    check_same_dtype(x, w, "prelu")
+    if w.shape[0] != 1:
+        w = w.reshape(1, channels, *([1] * (x.ndim - 2)))
+    return Relu.apply(x) - w * Relu.apply(-x)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import functional as F
 from ..functions.activations import gelu_approximate, softplus_beta
-from .module import Module
+from ..functions.checks import positive_int
+from .module import Module, as_float_dtype, new_parameter
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["ELU", "GELU", "Hardsigmoid", "Hardswish", "LeakyReLU", "LogSoftmax", "Mish", "ReLU", "ReLU6", "SiLU",
-           "Sigmoid", "Softmax", "Softplus", "Tanh"]
+__all__ = ["ELU", "GELU", "Hardsigmoid", "Hardswish", "LeakyReLU", "LogSoftmax", "Mish", "PReLU", "ReLU", "ReLU6",
+           "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh"]
 
 
 class _Activation(Module):
@@ -199,3 +202,26 @@ class Softmax(_Activation):
 class LogSoftmax(Softmax):
     def forward(self, x: Any) -> Any:
         return F.log_softmax(self._checked(x), self.dim)
+
+
+class PReLU(_Activation):
+    """x where x > 0, else a * x, with a learned slope ``a``: one for all channels (``num_parameters=1``)
+    or one per channel (axis 1), starting at ``init``; ``weight`` in the state_dict, as PyTorch's. A
+    composition (``F.prelu``: relu(x) - a * relu(-x)), so its weight gradient is an ordered reduction."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.num_parameters = positive_int(num_parameters, "num_parameters", "PReLU")
+        dtype = as_float_dtype(dtype, "PReLU")
+        self.weight = new_parameter(self, np.full(self.num_parameters, float(init)), dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+    def forward(self, x: Any) -> Any:
+        x = self._checked(x)
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        if self.num_parameters not in (1, channels):
+            raise ValueError(f"PReLU: expected input with {self.num_parameters} channels (axis 1), got shape "
+                             f"{x.shape}")
+        return F.prelu(x, self.weight)
