@@ -5,6 +5,8 @@ the only conversions are to host NumPy arrays and for the connection tables (LeN
     torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state_dict(model).items()})
     load_torch_state_dict(model, torch_model.state_dict())
 
+``from_torch(torch_model)`` (in ``interop_fx``) converts a whole PyTorch model, traced with ``torch.fx``.
+
 ``torch_resnet`` (and ``torch_basic_block``) build ``gpucnn.ResNet``'s twin in PyTorch, module for module
 under the same state_dict names, for moving a ResNet between the two and comparing them.
 
@@ -20,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .interop_fx import FxModule, TorchConversionError, from_torch
 from .nn.conv import Conv2d
 from .nn.module import Module
 
 if TYPE_CHECKING:  # for the annotations only: importing this module needs no PyTorch
     import torch
 
-__all__ = ["from_torch_state_dict", "load_torch_state_dict", "to_torch_state_dict", "torch_basic_block",
+__all__ = ["FxModule", "TorchConversionError", "from_torch", "from_torch_state_dict",
+           "load_torch_state_dict", "to_torch_state_dict", "torch_basic_block",
            "torch_resnet"]
 
 
