@@ -19,6 +19,8 @@ from .functions import linear as _linear
 from .functions import lppool2d as _lppool2d
 from .functions import maxpool2d as _maxpool2d
 from .functions import norm as _norm
+from .functions import pad as _pad
+from .functions import resample as _resample
 from .functions import softmax_cross_entropy as _losses
 from .functions.activations import *  # noqa: F403
 from .functions.avgpool2d import *  # noqa: F403
@@ -30,9 +32,11 @@ from .functions.linear import *  # noqa: F403
 from .functions.lppool2d import *  # noqa: F403
 from .functions.maxpool2d import *  # noqa: F403
 from .functions.norm import *  # noqa: F403
+from .functions.pad import *  # noqa: F403
+from .functions.resample import *  # noqa: F403
 from .functions.softmax_cross_entropy import *  # noqa: F403
 
 # each function module's __all__ is its part: a new op's function is listed where it is written
 __all__ = sorted(["cat", *_activations.__all__, *_avgpool2d.__all__, *_batchnorm.__all__, *_conv2d.__all__,
                   *_dropout.__all__, *_linear.__all__, *_lppool2d.__all__, *_maxpool2d.__all__, *_norm.__all__,
-                  *_losses.__all__])
+                  *_pad.__all__, *_resample.__all__, *_losses.__all__])

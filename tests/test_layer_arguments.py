@@ -61,6 +61,20 @@ BAD_ARGUMENTS = [
     (nn.InstanceNorm2d, (3,), {"track_running_stats": True}, "track_running_stats"),
     (nn.LocalResponseNorm, (0,), {}, "size"),
     (nn.Dropout, (1.5,), {}, "p"),
+    (nn.PixelShuffle, (0,), {}, "upscale_factor"),
+    (nn.PixelShuffle, (-2,), {}, "upscale_factor"),
+    (nn.PixelUnshuffle, (0,), {}, "downscale_factor"),
+    (nn.PReLU, (0,), {}, "num_parameters"),
+    (nn.Upsample, (), {"size": 0}, "size"),
+    (nn.Upsample, (), {"size": (4, -1)}, "size"),
+    (nn.Upsample, (), {"scale_factor": 0}, "scale_factor"),
+    (nn.Upsample, (), {"scale_factor": (2, -1.5)}, "scale_factor"),
+    (nn.ReflectionPad2d, (-1,), {}, "padding"),
+    (nn.ReplicationPad2d, ((1, 2, -1, 0),), {}, "padding"),
+    (nn.CircularPad2d, ((1, 2, 3),), {}, "padding"),
+    (nn.ZeroPad2d, ((1, 2),), {}, "padding"),
+    (nn.ConstantPad2d, ((1, 1, 1, 1, 1), 0.5), {}, "padding"),
+    (nn.Conv2d, (1, 1, 3), {"padding_mode": "mirror"}, "padding_mode"),
 ]
 
 

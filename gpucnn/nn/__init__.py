@@ -10,7 +10,9 @@ from . import containers as _containers
 from . import conv as _conv
 from . import loss as _loss
 from . import norm as _norm
+from . import padding as _padding
 from . import pooling as _pooling
+from . import resample as _resample
 from .activation import *  # noqa: F403
 from .basic import *  # noqa: F403
 from .containers import *  # noqa: F403
@@ -18,7 +20,10 @@ from .conv import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .module import Module as Module
 from .norm import *  # noqa: F403
+from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
+from .resample import *  # noqa: F403
 
 __all__ = sorted(["Module", "Parameter", *_activation.__all__, *_basic.__all__, *_containers.__all__, *_conv.__all__,
-                  *_loss.__all__, *_norm.__all__, *_pooling.__all__])
+                  *_loss.__all__, *_norm.__all__, *_padding.__all__,
+                  *_pooling.__all__, *_resample.__all__])
