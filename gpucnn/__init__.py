@@ -22,8 +22,9 @@ from .backends.registry import (
     use_backend,
 )
 from .core.autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .core.shape_ops import cat, flatten, stack
 from .core.tensor import Parameter, Tensor, tensor
-from .core.tensor_ops import cat, flatten, stack, where
+from .core.tensor_ops import where
 from .init import manual_seed
 from .models import LeNet5, LeNet5Classic, ResNet
 from .nn import *  # noqa: F403

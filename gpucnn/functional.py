@@ -9,7 +9,7 @@ Each function lives beside its Function in ``gpucnn/functions/<op>.py``, with it
 
 from __future__ import annotations
 
-from .core.tensor_ops import cat as cat
+from .core.shape_ops import cat as cat
 from .functions import activations as _activations
 from .functions import avgpool2d as _avgpool2d
 from .functions import batchnorm as _batchnorm

@@ -1,7 +1,8 @@
 """Tensor: a backend array, its gradient, and the link to the call that made it.
 
-Operators record Functions (``gpucnn/core/tensor_ops.py``); this file holds no math. Python
-scalars take the tensor's dtype, so ``x32 * 0.5`` stays float32.
+Operators record Functions (the math in ``gpucnn/core/tensor_ops.py``, the shape ops in
+``gpucnn/core/shape_ops.py``); this file holds no math. Python scalars take the tensor's dtype,
+so ``x32 * 0.5`` stays float32.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class Tensor:
 
     def to(self, backend: str | Backend) -> Tensor:
         """This tensor on another backend (differentiable: the gradient travels back)."""
-        from .tensor_ops import ToBackend
+        from .shape_ops import ToBackend
 
         return ToBackend.apply(self, backend)
 
@@ -213,7 +214,7 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         if isinstance(index, Tensor):
             index = index.data
-        return _basic().GetItem.apply(self, index)
+        return _shape().GetItem.apply(self, index)
 
     def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
         return _basic().Sum.apply(self, dim, keepdim)
@@ -224,7 +225,7 @@ class Tensor:
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _basic().Reshape.apply(self, shape)
+        return _shape().Reshape.apply(self, shape)
 
     def view(self, *shape: Any) -> Tensor:
         """``reshape``: unlike PyTorch's ``view``, which refuses a non-contiguous tensor, gpucnn's
@@ -243,11 +244,11 @@ class Tensor:
         resolved = tuple(d % n for d in dims) if valid and n else tuple(dims)
         if not valid or sorted(resolved) != list(range(n)):
             raise ValueError(f"permute: expected a permutation of 0..{n - 1}, got {tuple(dims)}")
-        return _basic().Permute.apply(self, resolved)
+        return _shape().Permute.apply(self, resolved)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         """``dim0`` and ``dim1`` swapped."""
-        ops = _basic()
+        ops = _shape()
         a, b = ops.check_dim(dim0, self.ndim, "transpose"), ops.check_dim(dim1, self.ndim, "transpose")
         dims = list(range(self.ndim))
         dims[a], dims[b] = dims[b], dims[a]
@@ -256,7 +257,7 @@ class Tensor:
     @property
     def T(self) -> Tensor:  # noqa: N802  (PyTorch's name)
         """Every axis reversed (a matrix transposed)."""
-        return _basic().Permute.apply(self, tuple(range(self.ndim))[::-1])
+        return _shape().Permute.apply(self, tuple(range(self.ndim))[::-1])
 
     @property
     def mT(self) -> Tensor:  # noqa: N802
@@ -268,7 +269,7 @@ class Tensor:
     def split(self, split_size_or_sections: int | list[int] | tuple[int, ...], dim: int = 0) -> tuple[Tensor, ...]:
         """Pieces along ``dim``: of ``split_size_or_sections`` each (the last one shorter where the size
         does not divide), or of the listed sizes (which must add up to the axis's length), as PyTorch's."""
-        ops = _basic()
+        ops = _shape()
         axis = ops.check_dim(dim, self.ndim, "split")
         length = self.shape[axis]
         if isinstance(split_size_or_sections, int) and not isinstance(split_size_or_sections, bool):
@@ -288,7 +289,7 @@ class Tensor:
         PyTorch's (so fewer than ``chunks`` where the length does not allow that many)."""
         if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
             raise ValueError(f"chunk: expected a number of chunks of at least 1, got {chunks!r}")
-        length = self.shape[_basic().check_dim(dim, self.ndim, "chunk")]
+        length = self.shape[_shape().check_dim(dim, self.ndim, "chunk")]
         return self.split(max(-(-length // chunks), 1), dim)
 
     def expand(self, *sizes: Any) -> Tensor:
@@ -311,7 +312,7 @@ class Tensor:
                 raise ValueError(f"expand: expected size {old} (or 1 to stretch) at dim {i}, got {size}; sizes "
                                  f"{sizes}, tensor shape {self.shape}")
             shape.append(size)
-        return _basic().Expand.apply(self, tuple(shape))
+        return _shape().Expand.apply(self, tuple(shape))
 
     def expand_as(self, other: Tensor) -> Tensor:
         return self.expand(tuple(other.shape))
@@ -347,7 +348,7 @@ class Tensor:
         function = ops.Max if largest else ops.Min
         if dim is None:
             return function.apply(self, None, False)
-        axis = ops.check_dim(dim, self.ndim, name)
+        axis = _shape().check_dim(dim, self.ndim, name)
         values = function.apply(self, axis, bool(keepdim))
         indices = ops.ArgExtreme.apply(self, axis, bool(keepdim), largest)
         indices.requires_grad = False  # int64 positions: no gradient flows through them
@@ -406,7 +407,18 @@ def _basic() -> Any:
     return _basic_module
 
 
+def _shape() -> Any:
+    # shape_ops, as _basic: it imports this module too
+    global _shape_module
+    if _shape_module is None:
+        from . import shape_ops
+
+        _shape_module = shape_ops
+    return _shape_module
+
+
 _basic_module: Any = None
+_shape_module: Any = None
 
 
 class HookHandle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..core.tensor_ops import cat
+from ..core.shape_ops import cat
 from .activation import ReLU
 from .basic import Linear
 from .conv import Conv2d
