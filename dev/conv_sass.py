@@ -29,14 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpucnn.backends.cuda import nvrtc  # noqa: E402
-from gpucnn.backends.cuda.kernel_source import expand_includes, kernel_source  # noqa: E402
-from gpucnn.backends.cuda.launchers import (  # noqa: E402
+from gpucnn.backends.cuda.conv_plan import (  # noqa: E402
     CONV_DIRECT,
     CONV_LAUNCH,
     DIRECT_CHANNELS,
     conv2d_variants,
     weight_grad_splits,
 )
+from gpucnn.backends.cuda.kernel_source import expand_includes, kernel_source  # noqa: E402
 
 BASELINE = "ee749a8"  # the commit before the small-shape kernels: 64x64 tiles, divisions in the loop
 H100_MULTIPROCESSORS = 132

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.backends.cuda.launchers import CONV_DIRECT, CONV_LAUNCH, CONV_NARROW, CONV_WIDE, conv2d_variants
+from gpucnn.backends.cuda.conv_plan import CONV_DIRECT, CONV_LAUNCH, CONV_NARROW, CONV_WIDE, conv2d_variants
 
 SUM_TOL = dict(rtol=1e-4, atol=1e-5)
 F64_TOL = dict(rtol=1e-10, atol=1e-10)

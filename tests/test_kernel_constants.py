@@ -1,12 +1,12 @@
 """The Python constants that mirror a kernel's, read out of kernels/*.cu and compared.
 
-gpucnn/backends/cuda/launchers.py sizes grids and blocks with numbers that the kernels also hard-wire
-(tile sizes, threads per block, elements per block, table widths): a kernel's ``#define`` or a
-template argument changed without its Python twin (or the reverse) launches the wrong shape, which
-shows as wrong numbers or out-of-bounds accesses rather than a clear error. Every pair is checked
-here, from the kernel text itself (``#define``, ``constexpr``/``const int``, the template arguments
-and block sizes written in each entry point), and a failure names both sides. dev/conv_sass.py's
-copies are checked too.
+gpucnn/backends/cuda/launchers.py, conv_plan.py and launch.py size grids and blocks with numbers that
+the kernels also hard-wire (tile sizes, threads per block, elements per block, table widths): a
+kernel's ``#define`` or a template argument changed without its Python twin (or the reverse) launches
+the wrong shape, which shows as wrong numbers or out-of-bounds accesses rather than a clear error.
+Every pair is checked here, from the kernel text itself (``#define``, ``constexpr``/``const int``,
+the template arguments and block sizes written in each entry point), and a failure names both sides.
+dev/conv_sass.py's copies are checked too.
 
 No compiler or GPU is needed: the kernels are only read.
 """
@@ -20,16 +20,18 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from gpucnn.backends.cuda import launchers
+from gpucnn.backends.cuda import conv_plan, launch, launchers
 from gpucnn.backends.cuda.kernel_source import kernel_dir, kernel_source
 
 from conftest import script_module
 
-LAUNCHERS = Path(launchers.__file__)
-#: launchers.CONV_LAUNCH's products -> conv2d.cu's entry point for each
+#: the modules whose constants mirror the kernels' (each read for comments naming a .cu file)
+SOURCES = (conv_plan, launch, launchers)
+#: conv_plan.CONV_LAUNCH's products -> conv2d.cu's entry point for each
 CONV_KERNELS = {"forward": "conv2d_forward", "backward_input": "conv2d_backward_input",
                 "backward_weight": "conv2d_backward_weight"}
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
@@ -123,8 +125,8 @@ def _tile(kernel: str, variant: str) -> tuple[int, int]:
     """(BM, BN): the template arguments of the tile routine the entry point runs for ``variant``, where
     it picks it (``case CONV_NARROW: ..._tile<64, 16>`` or ``if (... == CONV_NARROW) ..._tile<...>``)."""
     _, body = entry_point(kernel)
-    branch = {launchers.CONV_NARROW: r"(?:case\s+CONV_NARROW\s*:|==\s*CONV_NARROW\s*\))",
-              launchers.CONV_WIDE: r"(?:default\s*:|\belse\b)"}[variant]
+    branch = {conv_plan.CONV_NARROW: r"(?:case\s+CONV_NARROW\s*:|==\s*CONV_NARROW\s*\))",
+              conv_plan.CONV_WIDE: r"(?:default\s*:|\belse\b)"}[variant]
     match = re.search(branch + r"\s*\w+_tile\s*<\s*(\w+)\s*,\s*(\w+)\s*>", body)
     assert match, f"kernels/conv2d.cu: no {variant} tile found in {kernel} (this test's reader needs updating)"
     return _evaluate("conv2d.cu", match.group(1)), _evaluate("conv2d.cu", match.group(2))
@@ -151,19 +153,20 @@ class Mirror:
     kernel_value: Callable[[], object]
 
 
-def _define(python: str, file: str, name: str, value: Callable[[], object] | None = None) -> Mirror:
-    """launchers.<python> against ``#define name`` (or constexpr) of kernels/<file>."""
-    return Mirror(f"launchers.py {python}", f"kernels/{file} {name}",
-                  value or (lambda: getattr(launchers, python)), lambda: kernel_constant(file, name))
+def _define(python: str, file: str, name: str, value: Callable[[], object] | None = None,
+            module: ModuleType = launchers) -> Mirror:
+    """<module>.<python> against ``#define name`` (or constexpr) of kernels/<file>."""
+    return Mirror(f"{Path(module.__file__).name} {python}", f"kernels/{file} {name}",
+                  value or (lambda: getattr(module, python)), lambda: kernel_constant(file, name))
 
 
 def _conv_launch_mirrors() -> list[Mirror]:
     out = []
-    for product, variants in launchers.CONV_LAUNCH.items():
+    for product, variants in conv_plan.CONV_LAUNCH.items():
         kernel = CONV_KERNELS[product]
         for variant, (threads, rows, cols) in variants.items():
-            where = f"launchers.py CONV_LAUNCH[{product!r}][{variant!r}]"
-            if variant == launchers.CONV_DIRECT:
+            where = f"conv_plan.py CONV_LAUNCH[{product!r}][{variant!r}]"
+            if variant == conv_plan.CONV_DIRECT:
                 out += [
                     Mirror(f"{where} threads", "kernels/conv2d.cu DIRECT_THREADS",
                            lambda t=threads: t, lambda: kernel_constant("conv2d.cu", "DIRECT_THREADS")),
@@ -180,7 +183,7 @@ def _conv_launch_mirrors() -> list[Mirror]:
                 Mirror(f"{where} threads", f"kernels/conv2d.cu gemm_tile's constexpr threads for {kernel}'s "
                        f"{variant} tile", lambda t=threads: t, lambda k=kernel, v=variant: _tile_threads(*_tile(k, v))),
             ]
-            if variant == launchers.CONV_NARROW:
+            if variant == conv_plan.CONV_NARROW:
                 out.append(Mirror(f"{where} threads", f"kernels/conv2d.cu {kernel}'s launched_variant(narrow threads)",
                                   lambda t=threads: t, lambda k=kernel: _narrow_threads(k)))
     return out
@@ -188,14 +191,14 @@ def _conv_launch_mirrors() -> list[Mirror]:
 
 MIRRORS = [
     # conv2d.cu
-    _define("DIRECT_CHANNELS", "conv2d.cu", "DIRECT_CHANNELS"),
-    _define("DIRECT_MAX_TAPS", "conv2d.cu", "DIRECT_MAX_TAPS"),
+    _define("DIRECT_CHANNELS", "conv2d.cu", "DIRECT_CHANNELS", module=conv_plan),
+    _define("DIRECT_MAX_TAPS", "conv2d.cu", "DIRECT_MAX_TAPS", module=conv_plan),
     *_conv_launch_mirrors(),
     # linear.cu: its grid is LINEAR_TILE x LINEAR_TILE tiles, its blocks LINEAR_THREADS threads
     _define("LINEAR_TILE", "linear.cu", "LINEAR_TILE"),
     _define("LINEAR_THREADS", "linear.cu", "LINEAR_THREADS"),
     # optimizers.cu: the *_many updates' blocks each take MANY_CHUNK elements; the stepped tables' widths
-    _define("MANY_CHUNK", "optimizers.cu", "MANY_CHUNK"),
+    _define("MANY_CHUNK", "optimizers.cu", "MANY_CHUNK", module=launch),
     _define("SGD_HYPER", "optimizers.cu", "SGD_HYPER"),
     _define("ADAM_HYPER", "optimizers.cu", "ADAM_HYPER"),
     # pad.cu: the mode code the launchers pass for each F.pad mode
@@ -211,10 +214,10 @@ def _conv_sass():
 DEV_MIRRORS = [
     Mirror("dev/conv_sass.py TILE_K", "kernels/conv2d.cu TILE_K", lambda: _conv_sass().TILE_K,
            lambda: kernel_constant("conv2d.cu", "TILE_K")),
-    # GPUCNN_CONV_VARIANT=<number> builds one variant alone: the numbers are conv2d.cu's, the names launchers.py's
-    Mirror("dev/conv_sass.py VARIANTS", "kernels/conv2d.cu CONV_WIDE, CONV_NARROW, CONV_DIRECT (-> launchers' names)",
+    # GPUCNN_CONV_VARIANT=<number> builds one variant alone: the numbers are conv2d.cu's, the names conv_plan.py's
+    Mirror("dev/conv_sass.py VARIANTS", "kernels/conv2d.cu CONV_WIDE, CONV_NARROW, CONV_DIRECT (-> conv_plan's names)",
            lambda: _conv_sass().VARIANTS,
-           lambda: {kernel_constant("conv2d.cu", f"CONV_{v.upper()}"): getattr(launchers, f"CONV_{v.upper()}")
+           lambda: {kernel_constant("conv2d.cu", f"CONV_{v.upper()}"): getattr(conv_plan, f"CONV_{v.upper()}")
                     for v in ("wide", "narrow", "direct")}),
 ]
 
@@ -227,61 +230,67 @@ def test_python_constant_equals_the_kernels(mirror):
 
 
 # ---------------------------------------------------------------------------- what the values must also satisfy
-@pytest.mark.parametrize("product", list(launchers.CONV_LAUNCH))
+@pytest.mark.parametrize("product", list(conv_plan.CONV_LAUNCH))
 def test_conv_variants_are_the_kernels(product):
     """CONV_LAUNCH lists a product's variants as its entry point has them (the direct forward only where the
     kernel branches to it), and the block sizes tell them apart as launched_variant does: the narrow size
     first, then DIRECT_THREADS, anything else wide. Every block fits the kernel's __launch_bounds__."""
     kernel = CONV_KERNELS[product]
     bound, body = entry_point(kernel)
-    variants = launchers.CONV_LAUNCH[product]
-    expected = {launchers.CONV_WIDE, launchers.CONV_NARROW}
+    variants = conv_plan.CONV_LAUNCH[product]
+    expected = {conv_plan.CONV_WIDE, conv_plan.CONV_NARROW}
     if "CONV_DIRECT" in body:
-        expected.add(launchers.CONV_DIRECT)
-    assert set(variants) == expected, (f"launchers.py CONV_LAUNCH[{product!r}] has {sorted(variants)}, "
+        expected.add(conv_plan.CONV_DIRECT)
+    assert set(variants) == expected, (f"conv_plan.py CONV_LAUNCH[{product!r}] has {sorted(variants)}, "
                                        f"kernels/conv2d.cu {kernel} branches to {sorted(expected)}")
     threads = {variant: shape[0] for variant, shape in variants.items()}
     direct = kernel_constant("conv2d.cu", "DIRECT_THREADS")
-    picked = {v: launchers.CONV_NARROW if t == _narrow_threads(kernel) else
-              launchers.CONV_DIRECT if t == direct else launchers.CONV_WIDE for v, t in threads.items()}
+    picked = {v: conv_plan.CONV_NARROW if t == _narrow_threads(kernel) else
+              conv_plan.CONV_DIRECT if t == direct else conv_plan.CONV_WIDE for v, t in threads.items()}
     assert picked == {v: v for v in variants}, (
-        f"launchers.py CONV_LAUNCH[{product!r}] block sizes {threads}: kernels/conv2d.cu {kernel} would run "
+        f"conv_plan.py CONV_LAUNCH[{product!r}] block sizes {threads}: kernels/conv2d.cu {kernel} would run "
         f"{picked} (launched_variant: {_narrow_threads(kernel)} threads narrow, DIRECT_THREADS {direct} direct)")
     if bound is not None:
         limit = _evaluate("conv2d.cu", bound)
-        assert max(threads.values()) <= limit, (f"launchers.py CONV_LAUNCH[{product!r}] launches {threads}, above "
+        assert max(threads.values()) <= limit, (f"conv_plan.py CONV_LAUNCH[{product!r}] launches {threads}, above "
                                                 f"kernels/conv2d.cu {kernel}'s __launch_bounds__({limit})")
 
 
 def test_index32_limit_is_the_32_bit_index_type():
-    """launchers.INDEX32_LIMIT picks the 64-bit build from 2**31 elements on: the 32-bit build's index_t
+    """launch.INDEX32_LIMIT picks the 64-bit build from 2**31 elements on: the 32-bit build's index_t
     (common.cuh, GPUCNN_INDEX64 0) must be a signed 32-bit int, which holds indices below 2**31 only."""
     types = re.findall(r"typedef\s+([\w ]+?)\s+index_t\s*;", _code("common.cuh"))
     assert types == ["long long", "int"], f"kernels/common.cuh's index_t builds are {types}, not (long long, int)"
-    assert launchers.INDEX32_LIMIT == 2 ** 31, (f"launchers.py INDEX32_LIMIT is {launchers.INDEX32_LIMIT}, but "
-                                                f"kernels/common.cuh's 32-bit index_t is int (indices below 2**31)")
+    assert launch.INDEX32_LIMIT == 2 ** 31, (f"launch.py INDEX32_LIMIT is {launch.INDEX32_LIMIT}, but "
+                                             f"kernels/common.cuh's 32-bit index_t is int (indices below 2**31)")
 
 
 def test_every_constant_that_names_a_kernel_is_checked():
-    """A module-level constant of launchers.py whose comment (on its line or just above it) names a .cu file
-    mirrors that kernel: it must have a pair above, so that a new one is not left to a comment."""
-    checked = {m.python.split()[1].split("[")[0] for m in MIRRORS} | {"INDEX32_LIMIT"}
-    lines = LAUNCHERS.read_text().splitlines()
+    """A module-level constant of launchers.py, conv_plan.py or launch.py whose comment (on its line or just
+    above it) names a .cu file mirrors that kernel: it must have a pair above, so that a new one is not left to
+    a comment."""
+    checked = {(file, where.split("[")[0]) for file, where, *_ in (m.python.split() for m in MIRRORS)}
+    checked |= {("launch.py", "INDEX32_LIMIT")}
     named = set()
-    for i, line in enumerate(lines):
-        match = re.match(r"^([A-Z][A-Z0-9_]*(?:\s*,\s*[A-Z][A-Z0-9_]*)*)\s*=", line)
-        if not match:
-            continue
-        context = [line.partition("#")[2]]
-        j = i - 1
-        while j >= 0 and lines[j].lstrip().startswith("#"):
-            context.append(lines[j])
-            j -= 1
-        if re.search(r"\b\w+\.cu\b", " ".join(context)):
-            named |= {name.strip() for name in match.group(1).split(",")}
-    assert named, "the reader of launchers.py's comments found nothing: it needs updating"
-    assert named <= checked, (f"launchers.py constants whose comments name a kernel but that this test does not "
-                              f"check against it: {sorted(named - checked)}")
+    for module in SOURCES:
+        file = Path(module.__file__).name
+        lines = Path(module.__file__).read_text().splitlines()
+        found = set()
+        for i, line in enumerate(lines):
+            match = re.match(r"^([A-Z][A-Z0-9_]*(?:\s*,\s*[A-Z][A-Z0-9_]*)*)\s*=", line)
+            if not match:
+                continue
+            context = [line.partition("#")[2]]
+            j = i - 1
+            while j >= 0 and lines[j].lstrip().startswith("#"):
+                context.append(lines[j])
+                j -= 1
+            if re.search(r"\b\w+\.cu\b", " ".join(context)):
+                found |= {(file, name.strip()) for name in match.group(1).split(",")}
+        assert found, f"the reader of {file}'s comments found nothing: it needs updating (or {file} leaving SOURCES)"
+        named |= found
+    assert named <= checked, (f"constants whose comments name a kernel but that this test does not check against "
+                              f"it: {sorted(f'{file} {name}' for file, name in named - checked)}")
 
 
 def test_the_reader_reads():

@@ -2,19 +2,21 @@
 
 This file is shared by two backends. ``cuda`` gives it a CuPy device (``cupy_device.py``, the
 only module that imports CuPy) and ``cuda-sim`` a device that runs the same kernels on the CPU
-(``sim/loader.py``). A device provides the array namespace, allocation and ``launch``; all the
-launch logic (checks, output allocation, grid sizes, exact argument types) lives here, once.
+(``sim/loader.py``). A device provides the array namespace, allocation and ``launch``; the launch
+logic (checks, output allocation, grid sizes, exact argument types) lives on this side, once:
+here ``CudaBackend``, one method per contract op (its grids, blocks and arguments), on
+``launch.py``'s plumbing (the ``Device`` interface, input checks, typed arguments, the launch
+itself), with ``conv_plan.py`` choosing how each convolution is cut into blocks.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ...shapes import conv_output_hw, pool_output_hw
 from ..base import (
-    FLOAT_DTYPES,
     Backend,
     adam_step_factors,
     composed_conv2d_relu_maxpool2d_backward,
@@ -24,98 +26,14 @@ from ..base import (
     dropout_threshold,
 )
 from ..elementwise import ElementwiseOp, implemented_by
+from .conv_plan import CONV_DIRECT, CONV_LAUNCH, conv2d_variants, weight_grad_splits
+from .launch import BLOCK, Device, Launcher, _blocks, _Index, _Real
+from .launch import CaptureGuard as CaptureGuard  # re-exported: cupy_device.py and sim/device.py import it here
 
-BLOCK = 256                 # threads per block for elementwise and pooling kernels
-# conv2d.cu's kernel variants; a kernel learns which one it runs from its block size. Per product:
-# variant -> (threads per block, tile rows, tile columns); each GEMM thread computes 4x4 outputs,
-# a direct-forward thread one pixel for DIRECT_CHANNELS channels at a time.
-DIRECT_CHANNELS = 8         # conv2d.cu's DIRECT_CHANNELS
-CONV_WIDE, CONV_NARROW, CONV_DIRECT = "wide", "narrow", "direct"
-CONV_LAUNCH = {
-    "forward": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (64, 64, 16), CONV_DIRECT: (128, 128, DIRECT_CHANNELS)},
-    "backward_input": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (64, 64, 16)},
-    "backward_weight": {CONV_WIDE: (256, 64, 64), CONV_NARROW: (32, 16, 32)},
-}
-NARROW_CHANNELS = 16        # a group with at most this many channels on a tile's column axis takes CONV_NARROW
-DIRECT_MAX_TAPS = 64        # conv2d.cu's DIRECT_MAX_TAPS: kh * kw that CONV_DIRECT takes
-WEIGHT_GRAD_MIN_PIXELS = 128  # fewest pixels one split of the weight-gradient reduction takes
-WEIGHT_GRAD_WARPS_PER_SM = 32  # the weight-gradient splits aim at this many warps per multiprocessor
 LINEAR_TILE = 64            # linear.cu's LINEAR_TILE (rows and columns of an output tile)
 LINEAR_THREADS = 256        # linear.cu: threads of a block, each computing 4x4 outputs of a tile
-MANY_CHUNK = 1024           # optimizers.cu's MANY_CHUNK: elements per block of the *_many updates
-MANY_TABLES = 16            # pointer tables kept on the device for the *_many updates (oldest dropped first)
 SGD_HYPER, ADAM_HYPER = 3, 7  # optimizers.cu: columns of the *_many_stepped kernels' per-step tables
-INDEX32_LIMIT = 2 ** 31
 PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # pad.cu's mode codes
-
-
-class Device(Protocol):
-    xp: Any
-    array_type: type
-    multiprocessor_count: int
-
-    def asarray(self, a: Any, dtype: Any = None) -> Any: ...
-    def to_numpy(self, a: Any) -> np.ndarray: ...
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any: ...
-    def launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: list[Any],
-               real: np.dtype, index64: bool, shared_mem: int = 0) -> None: ...
-    def synchronize(self) -> None: ...
-    # CUDA-graph capture (gpucnn/cuda_graph.py): while capturing, launches are recorded, not run
-    capturing: bool
-    def new_graph_pool(self) -> Any: ...
-    def using_graph_pool(self, pool: Any) -> Any: ...
-    def begin_capture(self, pool: Any) -> None: ...
-    def end_capture(self) -> Any: ...  # a graph with replay()
-    def copy_from_host(self, dst: Any, host: np.ndarray) -> None: ...
-    def upload_after_capture(self, dst: Any, host: np.ndarray) -> None: ...
-
-
-class CaptureGuard:
-    """The refusal both devices give for host work asked for while they capture a CUDA graph."""
-
-    device_name: str
-    capturing: bool
-
-    def _refuse_during_capture(self, what: str) -> None:
-        if self.capturing:
-            raise RuntimeError(f"{self.device_name}: {what} is not allowed during CUDA-graph capture (a captured "
-                               f"stream cannot wait for the host or copy host memory); do it before begin_capture "
-                               f"or after end_capture")
-
-
-def _blocks(count: int, per_block: int) -> int:
-    return max(1, -(-count // per_block))
-
-
-def conv2d_variants(w_shape: tuple[int, ...], groups: int) -> dict[str, str]:
-    """The conv2d.cu variant that computes each product for filters ``w_shape`` (K, C/G, KH, KW).
-
-    64x64 tiles waste most of their work when a group has few channels (LeNet: 1 -> 6 and 6 -> 16):
-    one input channel per group takes the direct forward, at most 16 channels on the tile's column
-    axis (forward: K/G, input gradient: C/G, weight gradient's rows: K/G) a narrow tile
-    (benchmarks/results/conv-kernels-sass-2026-11-23.md).
-    """
-    k, cg, kh, kw = w_shape
-    kg = k // groups
-    if cg == 1 and kh * kw <= DIRECT_MAX_TAPS:
-        forward = CONV_DIRECT
-    else:
-        forward = CONV_NARROW if kg <= NARROW_CHANNELS else CONV_WIDE
-    return {"forward": forward,
-            "backward_input": CONV_NARROW if cg <= NARROW_CHANNELS else CONV_WIDE,
-            "backward_weight": CONV_NARROW if kg <= NARROW_CHANNELS else CONV_WIDE}
-
-
-def weight_grad_splits(pixels: int, taps: int, k_per_group: int, groups: int, variant: str,
-                       multiprocessors: int) -> tuple[int, int]:
-    """(splits, pixels per split) of the weight-gradient reduction: enough blocks for about
-    WEIGHT_GRAD_WARPS_PER_SM warps on every multiprocessor, each split at least WEIGHT_GRAD_MIN_PIXELS."""
-    threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
-    tiles = _blocks(taps + 1, cols) * _blocks(k_per_group, rows) * groups
-    wanted_blocks = WEIGHT_GRAD_WARPS_PER_SM * multiprocessors * 32 // threads
-    splits = max(1, min(_blocks(wanted_blocks, tiles), _blocks(pixels, WEIGHT_GRAD_MIN_PIXELS), 65535 // groups))
-    per_split = _blocks(pixels, splits)
-    return _blocks(pixels, per_split), per_split
 
 
 def _launched(op: ElementwiseOp) -> Any:
@@ -130,7 +48,7 @@ def _launched(op: ElementwiseOp) -> Any:
 
 
 @implemented_by(_launched)
-class CudaBackend(Backend):
+class CudaBackend(Launcher, Backend):
     """Every contract op as a kernel launch on ``device``."""
 
     name = "cuda"
@@ -162,58 +80,6 @@ class CudaBackend(Backend):
     def synchronize(self) -> None:
         self.sync_count += 1
         self.device.synchronize()
-
-    # ------------------------------------------------------------------ launch helpers
-    def _input(self, a: Any, what: str, dtype: Any = None) -> Any:
-        """A C-contiguous array of the expected dtype on this device (raw kernels ignore strides)."""
-        if not isinstance(a, self.array_type):
-            raise TypeError(f"{self.name} backend: {what} must be a {self.array_type.__module__}.ndarray, "
-                            f"got {type(a).__module__}.{type(a).__name__}")
-        if dtype is None:
-            if a.dtype not in FLOAT_DTYPES:
-                raise TypeError(f"{self.name} backend: {what} must be float32 or float64, got {a.dtype}")
-        elif a.dtype != np.dtype(dtype):
-            raise TypeError(f"{self.name} backend: {what} must be {np.dtype(dtype)}, got {a.dtype}")
-        # ascontiguousarray would make a 0-d array 1-d (an elementwise op's output takes this shape)
-        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
-
-    def _in_place(self, a: Any, what: str, dtype: Any) -> Any:
-        """Arrays a kernel updates in place must already be contiguous: a copy would lose the update."""
-        a = self._input(a, what, dtype) if a.flags.c_contiguous else a
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{self.name} backend: {what} is updated in place and must be C-contiguous")
-        return a
-
-    def _launch(self, module: str, kernel: str, grid: tuple[int, ...], block: tuple[int, ...],
-                args: list[Any], real: np.dtype, arrays: tuple[Any, ...]) -> None:
-        index64 = self.force_index64 or any(a.size >= INDEX32_LIMIT for a in arrays)
-        index = np.int64 if index64 else np.int32
-        real_t = np.dtype(real).type
-        packed = []
-        for arg in args:
-            if isinstance(arg, _Index):
-                packed.append(index(arg.value))
-            elif isinstance(arg, _Real):
-                packed.append(real_t(arg.value))
-            else:
-                packed.append(arg)
-        self.launch_count += 1
-        self.device.launch(module, kernel, tuple(grid), tuple(block), packed, np.dtype(real), index64)
-
-    def _elementwise_grid(self, n: int) -> tuple[int]:
-        # grid-stride kernels: enough blocks to fill the device, no more
-        return (min(_blocks(n, BLOCK), self.device.multiprocessor_count * 16),)
-
-    def _elementwise(self, module: str, kernel: str, inputs: list[Any], extra: list[Any] = ()) -> Any:
-        """Launch kernel(*inputs, out, *extra, n) over equally shaped inputs; returns out."""
-        first = self._input(inputs[0], f"{kernel} input")
-        arrays = [first] + [self._input(a, f"{kernel} input", first.dtype) for a in inputs[1:]]
-        out = self.device.empty(first.shape, first.dtype)
-        n = first.size
-        if n:
-            self._launch(module, kernel, self._elementwise_grid(n), (BLOCK,), [*arrays, out, *extra, _Index(n)],
-                         first.dtype, (first,))
-        return out
 
     # ------------------------------------------------------------------ convolution
     # x: (N, C, H, W), w: (K, C/G, KH, KW), b: (K,) -> y: (N, K, OH, OW)
@@ -614,88 +480,8 @@ class CudaBackend(Backend):
                          [dy, x, mean, rstd, dx, _Index(cols)], x.dtype, (x,))
         return dx
 
-    def _hyper(self, hyper: Any, kernel: str, real: np.dtype, columns: int) -> Any:
-        hyper = self._input(hyper, f"{kernel} hyper", real)
-        if hyper.ndim != 2 or hyper.shape[1] != columns:
-            raise ValueError(f"{kernel}: hyper must be a (steps, {columns}) table, got shape {hyper.shape}")
-        return hyper
-
-    def _many_table(self, kernel: str, arrays: list[list[Any]]) -> tuple | None:
-        """(table, blocks, checked arrays) for a *_many launch over rows of equally long lists
-        (params, grads, state...), or None when there is nothing to update. The caller holds the
-        checked arrays (a gradient may be a contiguous copy) until the launch is queued.
-
-        The int64 table holds each row's device pointers, the sizes and the first block of each
-        tensor (a prefix sum of its 1024-element chunks). It is built on the host and copied to the
-        device once per set of pointers: parameters and their state keep their memory from step to
-        step, and so do gradients where the allocator hands the same blocks back (CuPy's pool does).
-        """
-        params = arrays[0]
-        if any(len(row) != len(params) for row in arrays):
-            raise ValueError(f"{kernel}: got lists of lengths {[len(row) for row in arrays]}; they must be equal")
-        if not params:
-            return None
-        real = params[0].dtype
-        checked = []
-        for r, row in enumerate(arrays):
-            what = ("param", "grad", "state", "state")[r]
-            checked.append([self._input(a, f"{kernel} {what}", real) if r == 1 else
-                            self._in_place(a, f"{kernel} {what}", real) for a in row])
-        for row in checked[1:]:
-            for p, a in zip(checked[0], row):
-                if a.shape != p.shape:
-                    raise ValueError(f"{kernel}: a parameter of shape {p.shape} came with an array of shape "
-                                     f"{a.shape}")
-        sizes = [p.size for p in checked[0]]
-        pointers = [[_pointer(a) for a in row] for row in checked]
-        key = (real.str, tuple(sizes), *map(tuple, pointers))
-        table = self._many_tables.pop(key, None)
-        if table is None:
-            chunks = [_blocks(size, MANY_CHUNK) if size else 0 for size in sizes]
-            first = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
-            host = np.concatenate([np.asarray(pointers, dtype=np.uint64).view(np.int64).ravel(),
-                                   np.asarray(sizes, dtype=np.int64), first])
-            table = (self._upload(host), int(first[-1]))
-            if len(self._many_tables) >= MANY_TABLES:
-                self._many_tables.pop(next(iter(self._many_tables)))
-        self._many_tables[key] = table  # now the most recently used
-        return None if table[1] == 0 else (*table, checked)
-
-    def _upload(self, host: np.ndarray) -> Any:
-        """``host`` on the device. During a CUDA-graph capture no host->device copy may run: the array
-        comes from the capture's memory and is filled when the capture ends, before any replay reads it
-        (a captured launch reads its memory when it runs, not when it is recorded)."""
-        if not self.device.capturing:
-            return self.device.asarray(host)
-        table = self.device.empty(host.shape, host.dtype)
-        self.device.upload_after_capture(table, host)
-        return table
-
 
 def _row_threads(cols: int) -> int:
     """A row's block for layernorm.cu: whole warps, BLOCK threads at most, no idle warp on a short row."""
     return min(BLOCK, 32 * _blocks(cols, 32))
 
-
-def _pointer(a: Any) -> int:
-    """The device address of an array's first element: CuPy's data.ptr, or NumPy's (cuda-sim)."""
-    ptr = getattr(a.data, "ptr", None)
-    return int(ptr) if ptr is not None else int(a.ctypes.data)
-
-
-class _Index:
-    """An ``index_t`` argument: int32, or int64 when the launch uses 64-bit indexing."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: int) -> None:
-        self.value = int(value)
-
-
-class _Real:
-    """A ``real`` argument: float32 or float64 with the launch's dtype."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: float) -> None:
-        self.value = float(value)
