@@ -6,7 +6,7 @@ Module exports, a user's own with residual adds or concatenations included, as l
 it calls has an emitter. Parameters and buffers become initializers named by their state_dict names.
 
 Each of gpucnn's Functions carries its own emitter, beside its forward (gpucnn/functions/*.py,
-gpucnn/core/tensor_ops.py), in PyTorch's ``Function.symbolic`` convention::
+gpucnn/core/tensor_ops.py, gpucnn/core/shape_ops.py), in PyTorch's ``Function.symbolic`` convention::
 
     class LeakyRelu(Function):
         @staticmethod
@@ -41,7 +41,7 @@ from .core.tensor import Parameter, Tensor
 from .nn.module import Module
 from .shapes import pool_output_size
 
-__all__ = ["ExportError", "export", "verify"]
+__all__ = ["ExportError", "export", "load", "verify"]
 
 _INSTALL = "pip install 'gpucnn[onnx]'"
 
@@ -435,3 +435,11 @@ def verify(path: str | os.PathLike, model: Module, example_input: Any, rtol: flo
         diff = max(diff, float(np.max(np.abs(e - o))) if e.size else 0.0)
         match = match and e.shape == o.shape and bool(np.allclose(o, e, rtol=rtol, atol=atol))
     return {"checker": "ok", "max_abs_diff": diff, "match": match}
+
+
+def load(source: str | os.PathLike | bytes | Any) -> Module:
+    """An ONNX model (opset 13 or later: a path, bytes or an ``onnx.ModelProto``) as a gpucnn ``OnnxModule``
+    whose weights are Parameters, checked against ONNX Runtime by tests/test_onnx_load.py; see gpucnn/onnx_load.py."""
+    from .onnx_load import load as load_model
+
+    return load_model(source)
