@@ -1,4 +1,4 @@
-"""Convolution layers: Conv2d (with groups, dilation and LeNet-5 connection tables) and Conv1d."""
+"""Convolution layers: Conv2d (with groups, dilation and LeNet-5 connection tables), Conv1d and ConvTranspose2d."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from ..functions.conv2d import (
     run_conv2d,
     run_conv2d_relu_max_pool2d,
 )
+from ..functions.conv_transpose2d import conv_transpose_spec, run_conv_transpose2d
 from ..functions.pad import run_pad
 from ..init import DEFAULT_INIT, initial_bias, initialize
 from ..shapes import conv_output_size
 from .module import Module, as_float_dtype, new_parameter
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["Conv1d", "Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
 
 Padding = int | tuple[int, int] | str
 #: padding_mode -> F.pad's mode (None: the convolution's own zero padding)
@@ -192,3 +193,66 @@ class Conv1d(Conv2d):
         self._check_input(x, 3, self.in_channels, layout="(N, C, L)")
         x, spec = self._mode_padded(x)
         return conv1d_as_2d(x, self.weight, self.bias, spec, "Conv1d")
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution (PyTorch's ConvTranspose2d): the gradient of a Conv2d with respect to
+    its input, x: (N, C, H, W) -> y: (N, K, OH, OW), OH = (H-1)*s - 2p + d*(KH-1) + output_padding + 1.
+
+    The weight is (in_channels, out_channels/groups, KH, KW), initialised as PyTorch's (its fan-in is
+    out_channels/groups * KH * KW); only padding_mode 'zeros' is supported, as in PyTorch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 output_padding: int | tuple[int, int] = 0, groups: int = 1, bias: bool = True,
+                 dilation: int | tuple[int, int] = 1, padding_mode: str = "zeros", init: Any = DEFAULT_INIT,
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for label, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            positive_int(value, label, name)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must both be divisible by groups ({groups})")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode 'zeros' is supported, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
+        self.spec = conv_transpose_spec(stride, padding, output_padding, dilation, groups, name)
+        self.dtype = as_float_dtype(dtype, name)
+        kh, kw = self.kernel_size
+        fan_in, fan_out = out_channels // groups * kh * kw, in_channels * kh * kw
+        shape = (in_channels, out_channels // groups, kh, kw)
+        self.weight = new_parameter(self, initialize(init, shape, fan_in, fan_out, rng, name), self.dtype)
+        self.bias = new_parameter(self, initial_bias(init, out_channels, fan_in, rng), self.dtype) if bias else None
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.spec.conv.stride
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        return (self.spec.conv.padding[0], self.spec.conv.padding[2])
+
+    @property
+    def output_padding(self) -> tuple[int, int]:
+        return self.spec.output_padding
+
+    @property
+    def dilation(self) -> tuple[int, int]:
+        return self.spec.conv.dilation
+
+    @property
+    def groups(self) -> int:
+        return self.spec.conv.groups
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}, dilation={self.dilation}, "
+                f"groups={self.groups}")
+
+    # x: (N, C, H, W) -> y: (N, K, OH, OW)
+    def forward(self, x: Any) -> Any:
+        return run_conv_transpose2d(x, self.weight, self.bias, self.spec, self._layer_name())

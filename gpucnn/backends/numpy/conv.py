@@ -163,10 +163,8 @@ class Convolution:
         """(dx|None, dw, db) from ((start, stop, cols), dy_last) per batch chunk, where dy_last is
         that chunk's output gradient in the batch-innermost layout (K, OH, OW, m). The columns and
         dy_last are used up: they go back to the scratch pool."""
-        n, c, h, wd = x_shape
         k, cg, kh, kw = w.shape
         r = cg * kh * kw
-        pt, pb, pl, pr = padding
         dw = db = None
         dx = np.empty(x_shape, dtype=w.dtype) if need_input_grad else None
         for (start, stop, cols), dy_chunk in chunks:
@@ -178,16 +176,48 @@ class Convolution:
             db_part = dy_last.sum(axis=-1).reshape(k)
             db = db_part if db is None else db + db_part
             if need_input_grad:
-                # col2im, batch innermost like _im2col: inner loops of OW*m elements
-                dx_last = self._scratch.take((c, h + pt + pb, wd + pl + pr, m), w.dtype)
-                dx_last.fill(0)
-                self._col2im_products(dx_last, w, dy_last, groups, (oh, ow), stride, dilation)
-                dx[start:stop] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
-                self._scratch.give(dx_last)
+                self._input_grad_chunk(dx[start:stop], w, dy_last, groups, (oh, ow), stride, padding, dilation)
             self._scratch.give(cols, dy_chunk)
         if dw is None:  # an empty batch has no chunks: the gradients are sums over nothing
             dw, db = np.zeros(w.shape, w.dtype), np.zeros(k, w.dtype)
         return dx, np.ascontiguousarray(dw.reshape(w.shape)), db
+
+    def _input_grad_chunk(self, dx, w, dy_last, groups, out_hw, stride, padding, dilation) -> None:
+        """dx: (m, C, H, W) <- one batch chunk's input gradient from dy_last: (G, K/G, OH*OW*m), by col2im
+        with the batch innermost like _im2col (inner loops of OW*m elements). Rows and columns of dx
+        that no window reads (past the conv's reach) get zero."""
+        m, c, h, wd = dx.shape
+        pt, pb, pl, pr = padding
+        dx_last = self._scratch.take((c, h + pt + pb, wd + pl + pr, m), w.dtype)
+        dx_last.fill(0)
+        self._col2im_products(dx_last, w, dy_last, groups, out_hw, stride, dilation)
+        dx[...] = dx_last[:, pt:pt + h, pl:pl + wd].transpose(3, 0, 1, 2)
+        self._scratch.give(dx_last)
+
+    # dy: (N, K, OH, OW), w: (K, C/G, KH, KW) -> dx: x_shape (N, C, H, W)
+    def conv2d_input_grad(self, dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, ...], stride: Pair,
+                          padding: Padding, dilation: Pair, groups: int) -> np.ndarray:
+        """conv2d_backward's input gradient on its batch-innermost path, without the columns of x
+        (the (C, N, H, W) paths of conv_cnhw.py compute it only beside the weight gradient)."""
+        n, k = x_shape[0], w.shape[0]
+        out_hw = dy.shape[2:]
+        dx = np.empty(tuple(x_shape), dtype=w.dtype)
+        for start in range(0, n, self.BATCH_CHUNK):
+            stop = min(start + self.BATCH_CHUNK, n)
+            dy_chunk = self._batch_last(dy[start:stop])
+            self._input_grad_chunk(dx[start:stop], w, dy_chunk.reshape(groups, k // groups, -1), groups, out_hw,
+                                   stride, padding, dilation)
+            self._scratch.give(dy_chunk)
+        return dx
+
+    # dy: (N, K, OH, OW), x: (N, C, H, W) -> dw: w_shape (K, C/G, KH, KW), db: (K,)
+    def conv2d_weight_grad(self, dy: np.ndarray, x: np.ndarray, w_shape: tuple[int, ...], stride: Pair,
+                           padding: Padding, dilation: Pair, groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """conv2d_backward's (dw, db) without the input gradient: that very call, whose weight-gradient
+        paths read only the filters' shape and dtype (an unfilled stand-in of w_shape serves)."""
+        stand_in = np.empty(tuple(w_shape), dtype=x.dtype)
+        _, dw, db = self.conv2d_backward(dy, x, stand_in, stride, padding, dilation, groups, need_input_grad=False)
+        return dw, db
 
     def _col2im_products(self, dx_last, w, dy_last, groups, out_hw, stride, dilation) -> None:
         """dx_last: (C, Hp, Wp, m) += each kernel offset's (w.T @ dy) added where that offset read.
