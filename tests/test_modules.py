@@ -523,7 +523,6 @@ def test_unknown_keyword_names_the_layer_called(make, layer):
 
 def test_pytorch_only_features_say_so():
     for make, name, value in ((lambda: gpucnn.MaxPool2d(2, dilation=2), "dilation", 2),
-                              (lambda: gpucnn.MaxPool2d(2, return_indices=True), "return_indices", True),
                               (lambda: gpucnn.AvgPool2d(2, divisor_override=3), "divisor_override", 3)):
         with pytest.raises(ValueError) as info:
             make()
@@ -544,6 +543,9 @@ def test_pytorch_only_features_say_so():
     pool = gpucnn.MaxPool2d(3, 2, 1, 1, False, True)
     assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == ((3, 3), (2, 2), (1, 1), True)
     assert pool(np.zeros((1, 1, 6, 6), np.float32)).shape == (1, 1, 4, 4)
+    y, indices = gpucnn.MaxPool2d(2, return_indices=True)(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+    assert y.shape == (1, 1, 2, 2) and indices.dtype == np.int64 and not indices.requires_grad
+    assert indices.numpy().ravel().tolist() == [5, 7, 13, 15]
 
 
 @pytest.mark.parametrize("make, shape", [

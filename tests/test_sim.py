@@ -159,8 +159,12 @@ def test_every_kernel_is_emulated(sim, rng):
             forward(x, (2, 2), (2, 2), (0, 0), False, True)
         if pool == "maxpool2d":
             sim.maxpool2d_backward(out[0], out[1], x.shape, (2, 2), (2, 2), (0, 0))
+            unpooled = sim.maxunpool2d_forward(out[0], out[1].astype(np.int64), x.shape[2:])
+            sim.maxunpool2d_backward(unpooled, out[1].astype(np.int64))
         else:
             sim.avgpool2d_backward(out, x.shape, (2, 2), (2, 2), (0, 0), False, True)
+    y_adaptive, argmax_adaptive = sim.adaptive_maxpool2d_forward(x, (4, 5))
+    sim.adaptive_maxpool2d_backward(y_adaptive, argmax_adaptive, x.shape)
     lp = sim.lppool2d_forward(np.abs(x), 2.0, (2, 2), (2, 2), False)
     sim.lppool2d_backward(lp, np.abs(x), lp, 2.0, (2, 2), (2, 2), False)
     sim.relu_backward(x, sim.relu_forward(x))

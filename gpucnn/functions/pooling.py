@@ -36,7 +36,7 @@ def check_pool_input(x: Tensor, pool: PoolSpec, owner: str) -> None:
 
 
 #: options PyTorch's pooling has and ours lacks, with the value that means "off"
-_UNSUPPORTED_POOL = {"dilation": 1, "return_indices": False, "divisor_override": None}
+_UNSUPPORTED_POOL = {"dilation": 1, "divisor_override": None}
 
 
 def check_unsupported_pool_options(owner: str, **options: Any) -> None:

@@ -68,7 +68,8 @@ class ModuleList(Module):
 class Sequential(ModuleList):
     """Runs its layers in order. Runs of layers that one op does (or whose backward one step
     does), each exactly equal to the layers one by one, run fused:
-    Conv2d -> ReLU -> MaxPool2d, Conv2d -> ReLU, ReLU -> MaxPool2d, Linear -> ReLU."""
+    Conv2d -> ReLU -> MaxPool2d, Conv2d -> ReLU, ReLU -> MaxPool2d, Linear -> ReLU (a MaxPool2d with
+    return_indices runs by itself: the fused ops return the pooled output alone)."""
 
     def __init__(self, *layers: Module) -> None:
         super().__init__(_check_modules("Sequential", layers))
@@ -141,8 +142,10 @@ def _one_layer(layers: tuple[Module, ...], i: int, x: Any) -> Any:
 
 
 def _conv_relu_max_pool(layers: tuple[Module, ...], i: int, x: Any) -> Any:
-    conv = layers[i]
-    return conv.forward_relu_maxpool(conv._as_input(x), layers[i + 2])
+    conv, pool = layers[i], layers[i + 2]
+    if pool.return_indices:  # the fused op returns the pooled output alone: the pooling runs by itself
+        return pool(_with_relu(layers, i, x))
+    return conv.forward_relu_maxpool(conv._as_input(x), pool)
 
 
 def _with_relu(layers: tuple[Module, ...], i: int, x: Any) -> Any:
@@ -152,7 +155,10 @@ def _with_relu(layers: tuple[Module, ...], i: int, x: Any) -> Any:
 
 
 def _relu_max_pool(layers: tuple[Module, ...], i: int, x: Any) -> Any:
-    return layers[i + 1].forward_after_relu(layers[i]._as_input(x))
+    pool = layers[i + 1]
+    if pool.return_indices:  # (y, indices): not the fused op's single output
+        return pool(layers[i](x))
+    return pool.forward_after_relu(layers[i]._as_input(x))
 
 
 class Concat(ModuleList):

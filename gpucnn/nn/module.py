@@ -22,7 +22,6 @@ _PYTORCH_ONLY = {
     "device": "gpucnn layers are created on the current backend: gpucnn.set_backend('cuda') first, or "
               "model.to('cuda') after",
     "dilation": "this layer has no dilation in gpucnn",
-    "return_indices": "gpucnn's max pooling does not return indices",
     "divisor_override": "gpucnn's average pooling has no divisor override",
 }
 

@@ -1,4 +1,5 @@
-"""Pooling layers: max, average, L_p, global and adaptive average, and LeNet-5's trainable subsampling."""
+"""Pooling layers: max (with indices), max unpooling, average, L_p, global and adaptive average and max,
+and LeNet-5's trainable subsampling."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ import numpy as np
 from ..functions.avgpool2d import run_adaptive_avg_pool2d, run_avg_pool2d
 from ..functions.checks import positive_int, positive_pair
 from ..functions.lppool2d import run_lp_pool2d
-from ..functions.maxpool2d import run_max_pool2d, run_relu_max_pool2d
+from ..functions.maxpool2d import (
+    run_adaptive_max_pool2d,
+    run_max_pool2d,
+    run_max_pool2d_with_indices,
+    run_max_unpool2d,
+    run_relu_max_pool2d,
+    unpool_spec,
+)
 from ..functions.pooling import check_unsupported_pool_options, pool_spec
 from ..shapes import pool_output_size
 from .module import Module, as_float_dtype, new_parameter
 
 #: the layers this module adds to gpucnn.nn (and to gpucnn)
-__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "GlobalAvgPool2d", "LPPool2d", "MaxPool2d", "Subsampling2d"]
+__all__ = ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "LPPool2d", "MaxPool2d",
+           "MaxUnpool2d", "Subsampling2d"]
 
 
 class _Pool2d(Module):
@@ -42,14 +51,24 @@ class _Pool2d(Module):
 
 class MaxPool2d(_Pool2d):
     """Max pooling; windows may overlap. NaN propagates: a window holding NaN outputs NaN and
-    routes its gradient to the first NaN. Padding is -inf, so it never wins."""
+    routes its gradient to the first NaN. Padding is -inf, so it never wins. With ``return_indices``
+    it returns ``(y, indices)``: int64, each the winner's index into its (n, c) input plane, as in
+    PyTorch (MaxUnpool2d's input); Sequential then fuses no ReLU into it."""
+
+    return_indices = False  # the class default: a layer saved before return_indices existed reads it
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
-        check_unsupported_pool_options("MaxPool2d", dilation=dilation, return_indices=return_indices)
+        check_unsupported_pool_options("MaxPool2d", dilation=dilation)
         super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.return_indices = bool(return_indices)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", return_indices=True" if self.return_indices else "")
 
     def forward(self, x: Any) -> Any:
+        if self.return_indices:
+            return run_max_pool2d_with_indices(x, self.spec, self._layer_name())
         return run_max_pool2d(x, self.spec, self._layer_name())
 
     def forward_after_relu(self, x: Any) -> Any:
@@ -104,6 +123,44 @@ class AdaptiveAvgPool2d(Module):
 
     def forward(self, x: Any) -> Any:
         return run_adaptive_avg_pool2d(x, self.output_size, self._layer_name())
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling to a fixed output size over PyTorch's adaptive windows (which overlap where the
+    size does not divide the input's); ``(y, indices)`` with ``return_indices``, as MaxPool2d."""
+
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__()
+        sizes = output_size if isinstance(output_size, (tuple, list)) and len(output_size) == 2 else (output_size,)
+        for size in sizes:  # None keeps that axis's input size, as in PyTorch
+            if size is not None:
+                positive_int(size, "output_size", type(self).__name__)
+        self.output_size, self.return_indices = output_size, bool(return_indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}" + (", return_indices=True" if self.return_indices else "")
+
+    def forward(self, x: Any) -> Any:
+        return run_adaptive_max_pool2d(x, self.output_size, self.return_indices, self._layer_name())
+
+
+class MaxUnpool2d(Module):
+    """The inverse of MaxPool2d(return_indices=True): ``forward(x, indices, output_size=None)`` gives
+    zeros of the unpooled size, (H - 1) * stride - 2 * padding + kernel_size per axis (or
+    ``output_size``, within stride of it), with each input at its index. Of a repeated index
+    (overlapping windows) the last input in input order wins, on every backend."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = unpool_spec(kernel_size, stride, padding,
+                                                                  type(self).__name__)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x: Any, indices: Any, output_size: Any = None) -> Any:
+        return run_max_unpool2d(x, indices, (self.kernel_size, self.stride, self.padding), output_size,
+                                self._layer_name())
 
 
 class GlobalAvgPool2d(AdaptiveAvgPool2d):

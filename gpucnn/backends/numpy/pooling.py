@@ -105,6 +105,60 @@ class Pooling:
         return spread_windows(routed, x_shape, kh, kw, sh, sw, 1, 1, ph, pw,
                               max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
 
+    # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW); PyTorch's adaptive windows, maxpool2d.cu's rules
+    @staticmethod
+    def adaptive_maxpool2d_forward(x: np.ndarray, out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+        n, c, h, w = x.shape
+        oh, ow = out_hw
+        y = np.empty((n, c, oh, ow), dtype=x.dtype)
+        argmax = np.empty((n, c, oh, ow), dtype=np.int32)
+        for i, (h0, h1) in enumerate(_adaptive_windows(h, oh)):
+            for j, (w0, w1) in enumerate(_adaptive_windows(w, ow)):
+                window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+                # np.argmax takes the first maximum, and the first NaN over everything: the kernel's rule
+                k = np.argmax(window, axis=2)
+                y[:, :, i, j] = np.take_along_axis(window, k[:, :, None], axis=2)[:, :, 0]
+                argmax[:, :, i, j] = (h0 + k // (w1 - w0)) * w + w0 + k % (w1 - w0)
+        return y, argmax
+
+    # dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W); the windows' gradients summed in (oh, ow) order
+    @staticmethod
+    def adaptive_maxpool2d_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: Shape) -> np.ndarray:
+        n, c, h, w = x_shape
+        oh, ow = dy.shape[2:]
+        dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+        planes = np.arange(n * c)
+        flat_dy, flat_argmax = dy.reshape(n * c, oh * ow), argmax.reshape(n * c, oh * ow)
+        for o in range(oh * ow):  # one target per plane in each window: no repeated index in one step
+            dx[planes, flat_argmax[:, o]] += flat_dy[:, o]
+        return dx.reshape(x_shape)
+
+    # x, indices: (N, C, H, W) -> y: (N, C, OH, OW); the last of a repeated index wins, as maxpool2d.cu's
+    # ordered scatter; an index outside the OH*OW plane is skipped
+    @staticmethod
+    def maxunpool2d_forward(x: np.ndarray, indices: np.ndarray, out_hw: Pair) -> np.ndarray:
+        n, c = x.shape[:2]
+        size = out_hw[0] * out_hw[1]
+        flat_x, flat_indices = x.reshape(n * c, -1), indices.reshape(n * c, -1)
+        keys = np.arange(n * c)[:, None] * size + flat_indices
+        inside = ((flat_indices >= 0) & (flat_indices < size)).ravel()
+        keys, values = keys.ravel()[inside], flat_x.ravel()[inside]
+        # the first of each key in reversed input order is its last in input order
+        _, last = np.unique(keys[::-1], return_index=True)
+        y = np.zeros(n * c * size, dtype=x.dtype)
+        y[keys[::-1][last]] = values[::-1][last]
+        return y.reshape(n, c, *out_hw)
+
+    # dy: (N, C, OH, OW), indices: (N, C, H, W) -> dx: (N, C, H, W) = dy[indices] in each plane
+    @staticmethod
+    def maxunpool2d_backward(dy: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        n, c = dy.shape[:2]
+        size = dy.shape[2] * dy.shape[3]
+        flat_indices = indices.reshape(n * c, -1)
+        inside = (flat_indices >= 0) & (flat_indices < size)
+        taken = np.take_along_axis(dy.reshape(n * c, size), np.where(inside, flat_indices, 0), axis=1)
+        return np.where(inside, taken, 0).astype(dy.dtype, copy=False).reshape(indices.shape)
+
     def avgpool2d_forward(self, x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, ceil_mode: bool,
                           count_include_pad: bool) -> np.ndarray:
         n, c, h, w = x.shape
@@ -168,6 +222,11 @@ class Pooling:
         signs = np.sign(window_view(pad(x, 0, bottom, 0, right, 0.0), kh, kw, sh, sw, 1, 1, oh, ow))
         return spread_windows(lambda i, j: np.where(winner == i * kw + j, dy * signs[:, :, i, j], 0), x.shape,
                               kh, kw, sh, sw, 1, 1, 0, 0, h + bottom, w + right)
+
+
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
 
 
 def _pool_geometry(h, w, kernel, stride, padding, ceil_mode):
