@@ -70,6 +70,64 @@ def _torch_exact_hardsigmoid(t: Any) -> Any:
     return ExactHardsigmoid()
 
 
+class PoolUnpool(gpucnn.Module):
+    """Conv2d -> ReLU -> MaxPool2d(return_indices=True) in a Sequential (so not fused), then MaxUnpool2d
+    back to the input's size."""
+
+    def __init__(self, dtype: Any) -> None:
+        super().__init__()
+        self.features = gpucnn.Sequential(gpucnn.Conv2d(2, 3, 3, padding=1, dtype=dtype), gpucnn.ReLU(),
+                                          gpucnn.MaxPool2d(2, return_indices=True))
+        self.unpool = gpucnn.MaxUnpool2d(2)
+
+    def forward(self, x: Any) -> Any:
+        y, indices = self.features(x)
+        return self.unpool(y, indices, output_size=x.shape)
+
+
+def times_indices(y: gpucnn.Tensor, indices: gpucnn.Tensor) -> gpucnn.Tensor:
+    """y * indices (a constant): an output that shows the indices, with a gradient finite differences check
+    (max unpooling's is not one where overlapping windows repeat an index)."""
+    return y * gpucnn.Tensor(indices.data.astype(y.dtype), backend=y.backend)
+
+
+class AdaptiveMaxIndices(gpucnn.Module):
+    def __init__(self, dtype: Any) -> None:
+        super().__init__()
+        self.pool = gpucnn.AdaptiveMaxPool2d((3, 2), return_indices=True)
+
+    def forward(self, x: Any) -> Any:
+        return times_indices(*self.pool(x))
+
+
+def _torch_adaptive_max_indices(t: Any) -> Any:
+    class TorchAdaptiveMaxIndices(t.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = t.nn.AdaptiveMaxPool2d((3, 2), return_indices=True)
+
+        def forward(self, x: Any) -> Any:
+            y, indices = self.pool(x)
+            return y * indices.to(y.dtype)
+
+    return TorchAdaptiveMaxIndices()
+
+
+def _torch_pool_unpool(t: Any) -> Any:
+    class TorchPoolUnpool(t.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = t.nn.Sequential(t.nn.Conv2d(2, 3, 3, padding=1), t.nn.ReLU(),
+                                            t.nn.MaxPool2d(2, return_indices=True))
+            self.unpool = t.nn.MaxUnpool2d(2)
+
+        def forward(self, x: Any) -> Any:
+            y, indices = self.features(x)
+            return self.unpool(y, indices, output_size=x.shape)
+
+    return TorchPoolUnpool()
+
+
 C = OpCase
 OPS: list[OpCase] = [
     # ---------------------------------------------------------------- convolution
@@ -98,10 +156,28 @@ OPS: list[OpCase] = [
       ((2, 2, 4, 5),), onnx=False, torch=lambda t: t.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular")),
     C("conv1d_padding_reflect", lambda d: gpucnn.Conv1d(2, 3, 3, padding=2, padding_mode="reflect", dtype=d),
       ((2, 2, 7),), torch=lambda t: t.nn.Conv1d(2, 3, 3, padding=2, padding_mode="reflect")),
+    C("conv_transpose2d", lambda d: gpucnn.ConvTranspose2d(3, 4, 3, dtype=d), ((2, 3, 4, 5),),
+      torch=lambda t: t.nn.ConvTranspose2d(3, 4, 3)),
+    C("conv_transpose2d_stride_output_padding", lambda d: gpucnn.ConvTranspose2d(2, 3, (3, 2), stride=2, padding=1,
+                                                                                output_padding=1, dtype=d),
+      ((2, 2, 4, 3),), torch=lambda t: t.nn.ConvTranspose2d(2, 3, (3, 2), stride=2, padding=1, output_padding=1)),
+    C("conv_transpose2d_dilation", lambda d: gpucnn.ConvTranspose2d(2, 3, 3, padding=(1, 2), dilation=2, dtype=d),
+      ((2, 2, 4, 4),), torch=lambda t: t.nn.ConvTranspose2d(2, 3, 3, padding=(1, 2), dilation=2)),
+    C("conv_transpose2d_groups", lambda d: gpucnn.ConvTranspose2d(4, 6, 2, stride=(1, 2), groups=2, dtype=d),
+      ((2, 4, 3, 4),), torch=lambda t: t.nn.ConvTranspose2d(4, 6, 2, stride=(1, 2), groups=2)),
+    C("conv_transpose2d_no_bias", lambda d: gpucnn.ConvTranspose2d(2, 2, 3, stride=2, bias=False, dtype=d),
+      ((2, 2, 3, 3),), torch=lambda t: t.nn.ConvTranspose2d(2, 2, 3, stride=2, bias=False)),
     # ---------------------------------------------------------------- pooling
     C("max_pool2d_overlap_ceil", lambda d: gpucnn.MaxPool2d(3, 2, padding=1, ceil_mode=True), ((2, 2, 7, 6),),
       "distinct", torch=lambda t: t.nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)),
     C("max_pool2d", lambda d: gpucnn.MaxPool2d(2), ((2, 3, 6, 4),), "distinct", torch=lambda t: t.nn.MaxPool2d(2)),
+    C("max_pool2d_indices_max_unpool2d", PoolUnpool, ((2, 2, 7, 6),), onnx=False, torch=_torch_pool_unpool),
+    C("adaptive_max_pool2d", lambda d: gpucnn.AdaptiveMaxPool2d((3, 2)), ((2, 2, 7, 5),), "distinct", onnx=False,
+      torch=lambda t: t.nn.AdaptiveMaxPool2d((3, 2))),
+    C("adaptive_max_pool2d_indices", AdaptiveMaxIndices, ((2, 2, 7, 5),), "distinct", onnx=False,
+      torch=_torch_adaptive_max_indices),
+    C("adaptive_max_pool2d_even", lambda d: gpucnn.AdaptiveMaxPool2d((2, None)), ((2, 2, 4, 6),), "distinct",
+      torch=lambda t: t.nn.AdaptiveMaxPool2d((2, None))),
     C("avg_pool2d_include_pad", lambda d: gpucnn.AvgPool2d(3, 2, padding=1, ceil_mode=True), ((2, 2, 7, 6),),
       torch=lambda t: t.nn.AvgPool2d(3, 2, padding=1, ceil_mode=True)),
     C("avg_pool2d_exclude_pad", lambda d: gpucnn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
@@ -243,6 +319,12 @@ OPS += [
     Fn("F.conv2d_full", lambda x, w: F.conv2d(x, w, padding="full"), (2, 1, 3, 4), (2, 1, 2, 2)),
     Fn("F.conv1d", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1), (2, 2, 9), (3, 2, 3), (3,)),
     Fn("F.conv1d_dilated_groups", lambda x, w: F.conv1d(x, w, dilation=2, groups=2), (2, 4, 8), (2, 2, 2)),
+    Fn("F.conv_transpose2d", lambda x, w, b: F.conv_transpose2d(x, w, b, stride=(2, 1), padding=(0, 1),
+                                                               output_padding=(1, 0), dilation=(1, 2)),
+       (2, 2, 3, 4), (2, 3, 2, 3), (3,)),
+    # an output_padding of stride or more (allowed under a larger dilation): rows the conv of dy reaches, x not
+    Fn("F.conv_transpose2d_dilation_output_padding", lambda x, w: F.conv_transpose2d(
+        x, w, output_padding=1, groups=2, dilation=2), (2, 4, 3, 3), (4, 1, 2, 2)),
     Fn("F.expand_connections", lambda packed, x: F.conv2d(x, F.expand_connections(
         packed, tuple(const(x, i).data for i in C3_INDEX), (16, 6, 2, 2))), (int(C3.sum()), 2, 2), (1, 6, 3, 3)),
     Fn("F.conv2d_relu_max_pool2d", lambda x, w, b: F.conv2d_relu_max_pool2d(x, w, b, padding=1, kernel_size=3,
@@ -250,6 +332,14 @@ OPS += [
                                    (2, 2, 6, 6), (3, 2, 3, 3), (3,)),
     Fn("F.max_pool2d", lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6), kind="distinct"),
     Fn("F.max_pool2d_rect", lambda x: F.max_pool2d(x, (2, 3), (1, 2)), (1, 2, 4, 7), kind="distinct"),
+    Fn("F.max_unpool2d", lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=(5, 7)),
+       (2, 2, 5, 7), kind="distinct"),
+    Fn("F.max_unpool2d_stride_padding", lambda x: F.max_unpool2d(
+        *F.max_pool2d(x, (2, 3), (2, 3), padding=(1, 0), return_indices=True), (2, 3), (2, 3), (1, 0)),
+       (1, 2, 5, 6), kind="distinct"),
+    Fn("F.adaptive_max_pool2d", lambda x: F.adaptive_max_pool2d(x, (4, 3)), (2, 2, 5, 7), kind="distinct"),
+    Fn("F.adaptive_max_pool2d_indices", lambda x: times_indices(*F.adaptive_max_pool2d(x, (3, 2), True)),
+       (1, 2, 5, 4), kind="distinct"),
     Fn("F.relu_max_pool2d", lambda x: F.relu_max_pool2d(x, 3, 2, padding=1), (2, 2, 7, 7), kind="distinct"),
     Fn("F.avg_pool2d", lambda x: F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
     Fn("F.avg_pool2d_exclude_pad", lambda x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: ops with no kernel of their own name, and the kernels (or ops) they are made of
 COMPOSED = {
     "conv2d_backward": ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_reduce_weight_partials"],
+    "conv2d_input_grad": ["conv2d_backward_input"],
+    "conv2d_weight_grad": ["conv2d_backward_weight", "conv2d_reduce_weight_partials"],
     "conv2d_relu_maxpool2d_forward": ["conv2d_forward", "maxpool2d_forward"],
     "conv2d_relu_maxpool2d_backward": ["maxpool2d_backward", "conv2d_backward_input"],
     "linear_backward": ["linear_backward_weight", "linear_backward_input"],

@@ -115,6 +115,27 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def conv2d_input_grad(self, dy: Array, w: Array, x_shape: Shape, stride: Pair, padding: Padding,
+                          dilation: Pair, groups: int) -> Array:
+        """conv2d_backward's input gradient alone (the transposed convolution's forward).
+
+        dy: (N, K, OH, OW), w: (K, C/groups, KH, KW), x_shape: (N, C, H, W) -> dx: (N, C, H, W)
+
+        H, W may exceed what the conv maps to OH, OW (a transposed conv's output_padding): the rows
+        and columns no window reads get zero.
+        """
+
+    @abstractmethod
+    def conv2d_weight_grad(self, dy: Array, x: Array, w_shape: Shape, stride: Pair, padding: Padding,
+                           dilation: Pair, groups: int) -> tuple[Array, Array]:
+        """conv2d_backward's ``(dw, db)`` alone, bit for bit, without the input gradient.
+
+        dy: (N, K, OH, OW), x: (N, C, H, W), w_shape: (K, C/groups, KH, KW) -> dw: w_shape, db: (K,)
+
+        OH, OW are the conv's output size for x (conv_output_hw).
+        """
+
+    @abstractmethod
     def conv2d_relu_maxpool2d_forward(self, x: Array, w: Array, b: Array | None, stride: Pair, padding: Padding,
                                       dilation: Pair, groups: int, kernel: Pair, pool_stride: Pair,
                                       pool_padding: Pair, ceil_mode: bool,
@@ -159,6 +180,35 @@ class Backend(ABC):
 
         ``relu_output``: the pooled output y when the pooling's input was a ReLU's output: dy is
         masked by y > 0 first, bit for bit relu_backward(dy, y), so ReLU -> MaxPool2d's backward is one op.
+        """
+
+    @abstractmethod
+    def adaptive_maxpool2d_forward(self, x: Array, out_hw: Pair) -> tuple[Array, Array]:
+        """``(y, argmax)`` over PyTorch's adaptive windows, rows [floor(i*H/OH), ceil((i+1)*H/OH)).
+
+        x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW) index into the H*W plane
+        """
+
+    @abstractmethod
+    def adaptive_maxpool2d_backward(self, dy: Array, argmax: Array, x_shape: Shape) -> Array:
+        """Routes each window's gradient to its argmax, summing over the (overlapping) windows in order.
+
+        dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W)
+        """
+
+    @abstractmethod
+    def maxunpool2d_forward(self, x: Array, indices: Array, out_hw: Pair) -> Array:
+        """Zeros with each x placed at its index into the output's OH*OW plane; of a repeated index the
+        last in input order wins; an index outside the plane is skipped.
+
+        x: (N, C, H, W), indices: int64 (N, C, H, W) -> y: (N, C, OH, OW)
+        """
+
+    @abstractmethod
+    def maxunpool2d_backward(self, dy: Array, indices: Array) -> Array:
+        """The gather dx = dy[indices] in each plane (0 for an index outside it).
+
+        dy: (N, C, OH, OW), indices: int64 (N, C, H, W) -> dx: (N, C, H, W)
         """
 
     @abstractmethod

@@ -146,6 +146,44 @@ class CudaBackend(Launcher, Backend):
                      arrays + (dx,))
         return dx, dw, db
 
+    # dy: (N, K, OH, OW), w: (K, C/G, KH, KW) -> dx: x_shape (N, C, H, W); conv2d_backward's input launch alone
+    def conv2d_input_grad(self, dy, w, x_shape, stride, padding, dilation, groups):
+        dy = self._input(dy, "conv2d_input_grad dy")
+        w = self._input(w, "conv2d_input_grad w", dy.dtype)
+        n, _, h, wd = x_shape
+        geometry = self._geometry(tuple(x_shape), w.shape, dy.shape[2:], stride, padding, dilation, groups)
+        dx = self.device.empty(tuple(x_shape), dy.dtype)
+        threads, rows, cols = CONV_LAUNCH["backward_input"][conv2d_variants(w.shape, groups)["backward_input"]]
+        grid = (_blocks(n * h * wd, rows), _blocks(w.shape[1], cols), groups)
+        self._launch("conv2d", "conv2d_backward_input", grid, (threads,), [dy, w, dx, *geometry], dy.dtype,
+                     (dy, w, dx))
+        return dx
+
+    # dy: (N, K, OH, OW), x: (N, C, H, W) -> dw: w_shape (K, C/G, KH, KW), db: (K,); conv2d_backward's
+    # weight launches alone
+    def conv2d_weight_grad(self, dy, x, w_shape, stride, padding, dilation, groups):
+        x = self._input(x, "conv2d_weight_grad x")
+        dy = self._input(dy, "conv2d_weight_grad dy", x.dtype)
+        w_shape = tuple(w_shape)
+        n = x.shape[0]
+        k, cg, kh, kw = w_shape
+        oh, ow = dy.shape[2:]
+        geometry = self._geometry(x.shape, w_shape, (oh, ow), stride, padding, dilation, groups)
+        variant = conv2d_variants(w_shape, groups)["backward_weight"]
+        threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
+        pixels, taps = n * oh * ow, cg * kh * kw
+        splits, per_split = weight_grad_splits(pixels, taps, k // groups, groups, variant,
+                                               self.device.multiprocessor_count)
+        partial = self.device.empty((splits, k, taps + 1), x.dtype)
+        grid = (_blocks(taps + 1, cols), _blocks(k // groups, rows), groups * splits)
+        self._launch("conv2d", "conv2d_backward_weight", grid, (threads,),
+                     [dy, x, partial, *geometry, _Index(per_split)], x.dtype, (x, dy, partial))
+        dw = self.device.empty(w_shape, x.dtype)
+        db = self.device.empty((k,), x.dtype)
+        self._launch("conv2d", "conv2d_reduce_weight_partials", self._elementwise_grid(32 * k * (taps + 1)), (BLOCK,),
+                     [partial, dw, db, _Index(splits), _Index(k), _Index(taps)], x.dtype, (x, dy, partial))
+        return dw, db
+
     # ------------------------------------------------------------------ pooling
     def _pool_args(self, x_shape, out_hw, kernel, stride) -> list[Any]:
         n, c, h, w = x_shape
@@ -172,6 +210,48 @@ class CudaBackend(Launcher, Backend):
         self._launch("maxpool2d", "maxpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
                      [dy, argmax, y, dx, *self._pool_args(x_shape, dy.shape[2:], kernel, stride),
                       np.int32(padding[0]), np.int32(padding[1]), np.int32(relu_output is not None)], dy.dtype, (dx,))
+        return dx
+
+    # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW) over PyTorch's adaptive windows
+    def adaptive_maxpool2d_forward(self, x, out_hw):
+        x = self._input(x, "adaptive_maxpool2d_forward x")
+        n, c, h, w = x.shape
+        y = self.device.empty((n, c, *out_hw), x.dtype)
+        argmax = self.device.empty(y.shape, np.int32)
+        self._launch("maxpool2d", "adaptive_maxpool2d_forward", self._elementwise_grid(y.size), (BLOCK,),
+                     [x, y, argmax, _Index(n * c), _Index(h), _Index(w), _Index(out_hw[0]), _Index(out_hw[1])],
+                     x.dtype, (x,))
+        return y, argmax
+
+    def adaptive_maxpool2d_backward(self, dy, argmax, x_shape):
+        dy = self._input(dy, "adaptive_maxpool2d_backward dy")
+        argmax = self._input(argmax, "adaptive_maxpool2d_backward argmax", np.int32)
+        n, c, h, w = x_shape
+        dx = self.device.empty(tuple(x_shape), dy.dtype)
+        self._launch("maxpool2d", "adaptive_maxpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                     [dy, argmax, dx, _Index(n * c), _Index(h), _Index(w), _Index(dy.shape[2]), _Index(dy.shape[3])],
+                     dy.dtype, (dx,))
+        return dx
+
+    # x, indices: (N, C, H, W) -> y: (N, C, OH, OW); one thread per output row (an ordered scatter)
+    def maxunpool2d_forward(self, x, indices, out_hw):
+        x = self._input(x, "maxunpool2d_forward x")
+        indices = self._input(indices, "maxunpool2d_forward indices", np.int64)
+        n, c, h, w = x.shape
+        y = self.device.empty((n, c, *out_hw), x.dtype)
+        self._launch("maxpool2d", "maxunpool2d_forward", self._elementwise_grid(n * c * out_hw[0]), (BLOCK,),
+                     [x, indices, y, _Index(n * c), _Index(h * w), _Index(out_hw[0]), _Index(out_hw[1])], x.dtype,
+                     (x, y))
+        return y
+
+    def maxunpool2d_backward(self, dy, indices):
+        dy = self._input(dy, "maxunpool2d_backward dy")
+        indices = self._input(indices, "maxunpool2d_backward indices", np.int64)
+        n, c, oh, ow = dy.shape
+        dx = self.device.empty(indices.shape, dy.dtype)
+        self._launch("maxpool2d", "maxunpool2d_backward", self._elementwise_grid(dx.size), (BLOCK,),
+                     [dy, indices, dx, _Index(n * c), _Index(dx.size // (n * c)), _Index(oh * ow)], dy.dtype,
+                     (dy, dx))
         return dx
 
     # Conv2d -> ReLU -> MaxPool2d: the conv kernel's ReLU epilogue, then the pooling kernel. No fused

@@ -74,6 +74,14 @@ class NumpyBackend(Backend):
     def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
         return self._halves.conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_input_grad)
 
+    # dy: (N, K, OH, OW), w: (K, C/G, KH, KW) -> dx: x_shape (N, C, H, W)
+    def conv2d_input_grad(self, dy, w, x_shape, stride, padding, dilation, groups):
+        return self._convolution.conv2d_input_grad(dy, w, x_shape, stride, padding, dilation, groups)
+
+    # dy: (N, K, OH, OW), x: (N, C, H, W) -> dw: w_shape (K, C/G, KH, KW), db: (K,)
+    def conv2d_weight_grad(self, dy, x, w_shape, stride, padding, dilation, groups):
+        return self._convolution.conv2d_weight_grad(dy, x, w_shape, stride, padding, dilation, groups)
+
     # x: (N, C, H, W) -> y: (N, K, PH, PW) = maxpool(relu(conv(x) + b)), and what the backward needs
     def conv2d_relu_maxpool2d_forward(self, x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
                                       pool_padding, ceil_mode, keep_for_backward=False):
@@ -94,6 +102,22 @@ class NumpyBackend(Backend):
     # dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W)
     def maxpool2d_backward(self, dy, argmax, x_shape, kernel, stride, padding, relu_output=None):
         return self._pooling.maxpool2d_backward(dy, argmax, x_shape, kernel, stride, padding, relu_output)
+
+    # x: (N, C, H, W) -> y, argmax: (N, C, OH, OW) over PyTorch's adaptive windows
+    def adaptive_maxpool2d_forward(self, x, out_hw):
+        return self._pooling.adaptive_maxpool2d_forward(x, out_hw)
+
+    # dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W)
+    def adaptive_maxpool2d_backward(self, dy, argmax, x_shape):
+        return self._pooling.adaptive_maxpool2d_backward(dy, argmax, x_shape)
+
+    # x, indices: (N, C, H, W) -> y: (N, C, OH, OW)
+    def maxunpool2d_forward(self, x, indices, out_hw):
+        return self._pooling.maxunpool2d_forward(x, indices, out_hw)
+
+    # dy: (N, C, OH, OW), indices: (N, C, H, W) -> dx: (N, C, H, W)
+    def maxunpool2d_backward(self, dy, indices):
+        return self._pooling.maxunpool2d_backward(dy, indices)
 
     def avgpool2d_forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad):
         return self._pooling.avgpool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
