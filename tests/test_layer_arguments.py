@@ -74,7 +74,6 @@ BAD_ARGUMENTS = [
     (nn.GroupNorm, (2, 0), {}, "num_channels"),
     (nn.GroupNorm, (3, 4), {}, "num_channels"),
     (nn.InstanceNorm2d, (0,), {}, "num_features"),
-    (nn.InstanceNorm2d, (3,), {"track_running_stats": True}, "track_running_stats"),
     (nn.LocalResponseNorm, (0,), {}, "size"),
     (nn.Dropout, (1.5,), {}, "p"),
     (nn.PixelShuffle, (0,), {}, "upscale_factor"),

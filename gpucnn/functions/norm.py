@@ -109,15 +109,50 @@ def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None
 
 def instance_norm(input: Any, running_mean: Any = None, running_var: Any = None, weight: Any = None,
                   bias: Any = None, use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """Normalise each sample's channels over their spatial axes; weight and bias: (C,). Running
-    statistics (``running_mean``/``running_var``, ``use_input_stats=False``) are not supported yet."""
+    """Normalise each sample's channels over their spatial axes; weight and bias: (C,), as PyTorch's.
+
+    ``use_input_stats=True``: each instance's own statistics; running statistics (C,), when given, are
+    updated in place with ``momentum`` from the batch average of the per-instance means and unbiased
+    variances. ``use_input_stats=False``: normalised with ``running_mean`` and ``running_var`` instead
+    (a composition of Tensor ops, differentiable in x, weight and bias)."""
     x = _channels_input(input, "instance_norm", 3)
-    if running_mean is not None or running_var is not None or not use_input_stats:
-        raise ValueError("instance_norm: running statistics (running_mean, running_var, use_input_stats=False) "
-                         "are not supported yet; normalise with each instance's own statistics")
     c = x.shape[1]
+    stats = [s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
+    if (stats[0] is None) != (stats[1] is None):
+        raise ValueError("instance_norm: give both running_mean and running_var, or neither")
+    if not use_input_stats and stats[0] is None:
+        raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
+    for label, s in zip(("running_mean", "running_var"), stats):
+        if s is not None and tuple(s.shape) != (c,):
+            raise ValueError(f"instance_norm: expected a {label} of shape {(c,)}, got {tuple(s.shape)}")
     w, b = _parameters(x, weight, bias, (c,), "instance_norm")
-    return _affine(RowNorm.apply(x, 2, float(eps)), w, b, (c,) + (1,) * (x.ndim - 2))
+    shape = (c,) + (1,) * (x.ndim - 2)
+    if not use_input_stats:
+        mean = Tensor(x.backend.asarray(stats[0], dtype=x.dtype), backend=x.backend)
+        var = Tensor(x.backend.asarray(stats[1], dtype=x.dtype), backend=x.backend)
+        y = (x - mean.reshape(shape)) / (var.reshape(shape) + float(eps)) ** 0.5
+        return _affine(y, w, b, shape)
+    if stats[0] is not None:
+        _update_running_stats(x, stats[0], stats[1], float(momentum))
+    return _affine(RowNorm.apply(x, 2, float(eps)), w, b, shape)
+
+
+def _update_running_stats(x: Tensor, running_mean: Any, running_var: Any, momentum: float) -> None:
+    """PyTorch's update: the per-instance means and unbiased variances averaged over the batch, mixed in
+    with ``momentum`` (in place, no graph)."""
+    n, c = x.shape[:2]
+    count = math.prod(x.shape[2:])
+    if count < 2:
+        raise ValueError(f"instance_norm: updating running statistics needs more than one value per instance, "
+                         f"got input shape {x.shape}")
+    x3 = x.data.reshape(n, c, count)
+    mean = x3.mean(axis=2)
+    centered = x3 - mean[:, :, None]
+    var = (centered * centered).sum(axis=2) / (count - 1)
+    running_mean *= 1 - momentum
+    running_mean += (momentum * mean.mean(axis=0)).astype(running_mean.dtype, copy=False)
+    running_var *= 1 - momentum
+    running_var += (momentum * var.mean(axis=0)).astype(running_var.dtype, copy=False)
 
 
 def local_response_norm(input: Any, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:

@@ -171,20 +171,24 @@ class GroupNorm(Module):
 class InstanceNorm2d(Module):
     """PyTorch's InstanceNorm2d: each sample's channels normalised over (H, W) with their own statistics;
     per-channel ``weight`` and ``bias`` with ``affine=True``. x: (N, C, H, W) or (C, H, W).
-    ``track_running_stats=True`` is refused (not supported yet); ``momentum`` is kept for it."""
+    ``track_running_stats=True``: training also updates the buffers ``running_mean``/``running_var``
+    (the batch average of the per-instance means and unbiased variances, with ``momentum``; None: no
+    update, as PyTorch's), and eval normalises with them. ``num_batches_tracked`` is kept for the
+    state_dict and, as in PyTorch, not counted."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
                  track_running_stats: bool = False, dtype: Any = np.float32) -> None:
         super().__init__()
         dtype = as_float_dtype(dtype, "InstanceNorm2d")
         positive_int(num_features, "num_features", "InstanceNorm2d")
-        if track_running_stats:
-            raise ValueError("InstanceNorm2d: track_running_stats=True is not supported yet; use the default "
-                             "track_running_stats=False (each instance's own statistics, in training and eval)")
         self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None
         self.bias = new_parameter(self, np.zeros(num_features), dtype) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", self.backend.asarray(np.zeros(num_features), dtype=dtype))
+            self.register_buffer("running_var", self.backend.asarray(np.ones(num_features), dtype=dtype))
+            self.register_buffer("num_batches_tracked", self.backend.asarray(np.array(0, dtype=np.int64)))
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -195,7 +199,11 @@ class InstanceNorm2d(Module):
             self._check_input(x, 3, layout="(C, H, W)")
             return self.forward(x.reshape((1,) + tuple(x.shape))).reshape(x.shape)
         self._check_input(x, 4, self.num_features)
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        if not self.track_running_stats:
+            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        momentum = self.momentum if self.momentum is not None else 0.0
+        return F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                               momentum, self.eps)
 
 
 class LocalResponseNorm(Module):
