@@ -113,6 +113,9 @@ TENSOR_OPS = {
     "min_dim_keepdim": case(lambda a: a.min(dim=0, keepdim=True).values, (3, 4)),
     "where": case(lambda a, b: gpucnn.where(a > 0, a, b), (3, 4), (4,)),
     "where_scalar": case(lambda a: gpucnn.where(const(a, MASK), 0.5, a * a), (2, 3)),
+    "where_leaky_relu": case(lambda a: gpucnn.where(a > 0, a, 0.1 * a), (3, 4)),
+    "where_scalar_left_comparison": case(lambda a: gpucnn.where(0.2 >= a, a * a, -a), (3, 4)),
+    "where_tensor_comparisons": case(lambda a, b: gpucnn.where((a <= b) == (a < 0.5), a, b) * (a != b), (2, 3), (3,)),
     "stack": case(lambda a, b: gpucnn.stack([a, b, a * b]), (2, 3), (2, 3)),
     "stack_negative_dim": case(lambda a: gpucnn.stack([a, -a], dim=-1), (2, 3)),
     "flatten_function": case(lambda a: gpucnn.flatten(a, 1, 2), (2, 3, 2, 2)),
@@ -124,6 +127,36 @@ TENSOR_OPS = {
 @pytest.mark.parametrize("name", list(TENSOR_OPS))
 def test_tensor_operator_gradient(backend, name):
     check_op(backend, *TENSOR_OPS[name])
+
+
+def test_comparisons_are_recorded_bool_tensors_without_a_gradient(backend):
+    """Each comparison is a Function in the graph (so that an export writes it), with the values and bool
+    dtype of the NumPy comparison, scalars on either side, and no gradient."""
+    rng = np.random.default_rng(0)
+    x_np, y_np = rng.standard_normal((2, 3)), rng.standard_normal(3)
+    x = gpucnn.tensor(x_np, requires_grad=True, backend=backend.name)
+    y = gpucnn.tensor(y_np, requires_grad=True, backend=backend.name)
+    cases = {
+        "Greater": (x > 0, x_np > 0), "Less": (x < y, x_np < y_np), "Equal": (x == x[0], x_np == x_np[0]),
+        "NotEqual": (x != 0.5, x_np != 0.5), "GreaterEqual": (x >= y, x_np >= y_np),
+        "LessEqual": (x <= y, x_np <= y_np),
+        "LessEqual, a scalar on the left": (1 >= x, 1 >= x_np), "Greater, a scalar on the left": (0 < x, 0 < x_np),
+    }
+    for name, (got, want) in cases.items():
+        assert got.dtype == np.bool_ and not got.requires_grad and got.grad_fn is not None, name
+        assert got.grad_fn.function.__name__ == name.split(",")[0]
+        np.testing.assert_array_equal(got.numpy(), want)
+    mask = x > 0
+    both = mask == (x < y)  # comparing recorded masks is recorded too (an export writes it), still no gradient
+    assert both.grad_fn is not None and not both.requires_grad and not mask.requires_grad
+    np.testing.assert_array_equal(both.numpy(), (x_np > 0) == (x_np < y_np))
+    gpucnn.where(x > y, x, 0.0).sum().backward()  # the mask passes no gradient, the selected x does
+    np.testing.assert_array_equal(x.grad.numpy(), (x_np > y_np).astype(np.float64))
+    assert y.grad is None
+    ints = gpucnn.tensor(np.array([0, 1, 2]), backend=backend.name)
+    assert (ints == 1.5).numpy().tolist() == [False] * 3  # not 1.5 cast to the int dtype
+    assert (ints < 1.5).numpy().tolist() == [True, True, False]
+    assert (gpucnn.tensor(np.array([True, False]), backend=backend.name) == 2).numpy().tolist() == [False, False]
 
 
 # ---------------------------------------------------------------------------- graphs

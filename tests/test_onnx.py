@@ -352,3 +352,34 @@ def test_tensor_ops_that_move_the_batch_axis_need_a_static_batch(tmp_path):
         export(Moves(), None, np.ones((2, 3, 4), np.float32))
     proto = export(Moves(), None, np.ones((2, 3, 4), np.float32), dynamic_batch=False)
     assert [n.op_type for n in proto.graph.node][0] == "Transpose"
+
+
+class _Masks(nn.Module):
+    """where() on comparisons of the input: each mask must be an ONNX op on the input, not the traced mask
+    written as a constant (which would give the example input's mask for every input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(5, 5, rng=np.random.default_rng(0))
+
+    def forward(self, x):
+        h = self.linear(x)
+        leaky = gpucnn.where(h > 0, h, 0.1 * h)
+        picked = gpucnn.where((x < h) == (0.2 <= x), x, h) + gpucnn.where(h >= x, x, -1.0)
+        masked = gpucnn.where((x != h) != (x <= -0.3), picked, 0.0)
+        return leaky + masked * gpucnn.where(0 == (x > 0.5), 2.0 * x, 3.0)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_where_on_comparisons_follows_the_input(tmp_path, opset):
+    model = _Masks()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "masks.onnx"
+    proto = export(model, path, rng.standard_normal((4, 5)).astype(np.float32), opset=opset)
+    ops = [n.op_type for n in proto.graph.node]
+    assert {"Greater", "Less", "Equal", "Not", "GreaterOrEqual", "LessOrEqual", "Where"} <= set(ops)
+    assert "Cast" not in ops  # the scalars take the input's dtype, as in arithmetic
+    assert not [t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.BOOL and t.dims]  # no mask
+    for batch in (1, 4, 9):
+        report = verify(path, model, rng.standard_normal((batch, 5)).astype(np.float32))
+        assert report["match"], report

@@ -371,30 +371,61 @@ class Tensor:
         """Indices of the largest values (not differentiable)."""
         return Tensor(self.data.argmax(axis=dim), backend=self.backend)
 
-    # comparisons give boolean tensors outside the graph, as PyTorch's do
+    # comparisons give bool tensors, as PyTorch's: recorded Functions (so that an export writes them, and a
+    # ``where(x > 0, ...)`` mask follows the input), never needing a gradient
     def _compare(self, other: Any, op: str) -> Tensor:
-        value = other.data if isinstance(other, Tensor) else other
-        return Tensor(getattr(self.data, op)(value), backend=self.backend)
+        if other is None or isinstance(other, str):
+            return Tensor(getattr(self.data, f"__{op.lower()}__")(other), backend=self.backend)
+        operand = None
+        if isinstance(other, (int, float)) and self.dtype.kind in "biu":
+            # a scalar an integer or bool dtype cannot hold (1.5, 2 for bool, 300 for uint8) keeps its own
+            # dtype: NumPy compares it exactly, as it did before comparisons were recorded
+            try:
+                operand = self._operand(other)
+                exact = operand.data.item() == other
+            except (OverflowError, ValueError):
+                exact = False
+            if not exact:
+                operand = Tensor(self.backend.asarray(np.asarray(other)), backend=self.backend)
+        if operand is None:
+            operand = self._operand(other)
+        function = getattr(_basic(), _COMPARISONS[op])
+        # a recorded mask (``(x > 0) == (x < 1)``) needs no gradient, yet its comparison must be recorded too,
+        # or an export would write it as a constant: it counts as wanting one for this call only
+        masks = [t for t in (self, operand) if t._node is not None and not t.requires_grad]
+        for t in masks:
+            t.requires_grad = True
+        try:
+            result = function.apply(self, operand)
+        finally:
+            for t in masks:
+                t.requires_grad = False
+        result.requires_grad = False  # bool: no gradient flows through a comparison
+        return result
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return self._compare(other, "__eq__")
+        return self._compare(other, "eq")
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return self._compare(other, "__ne__")
+        return self._compare(other, "ne")
 
     def __lt__(self, other: Any) -> Tensor:
-        return self._compare(other, "__lt__")
+        return self._compare(other, "lt")
 
     def __le__(self, other: Any) -> Tensor:
-        return self._compare(other, "__le__")
+        return self._compare(other, "le")
 
     def __gt__(self, other: Any) -> Tensor:
-        return self._compare(other, "__gt__")
+        return self._compare(other, "gt")
 
     def __ge__(self, other: Any) -> Tensor:
-        return self._compare(other, "__ge__")
+        return self._compare(other, "ge")
 
     __hash__ = object.__hash__
+
+
+_COMPARISONS = {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
+                "ge": "GreaterEqual"}
 
 
 def _basic() -> Any:

@@ -1,8 +1,9 @@
 """Tensor arithmetic, elementwise math and reductions, written on the backend's array namespace (``ctx.xp``).
 
 The Functions here compute new values: broadcast arithmetic (add, sub, mul, div, neg, pow, matmul),
-elementwise math (exp, log, sqrt, clamp, where) and reductions (sum, mean, max, min, argmax/argmin),
-with ``sum_to_shape``, which undoes broadcasting in their gradients. Those that only move or select
+elementwise math (exp, log, sqrt, clamp, where), comparisons (bool results, no gradient) and
+reductions (sum, mean, max, min, argmax/argmin), with ``sum_to_shape``, which undoes broadcasting in
+their gradients. Those that only move or select
 data (reshape, permute, expand, indexing, cat, stack, split, the copy to another backend) are in
 shape_ops.py; the CNN layers' ops live beside their kernels' names in gpucnn/functions/. Each
 Function's ``symbolic`` writes its ONNX ops (gpucnn.onnx calls it with the forward's arguments,
@@ -406,6 +407,114 @@ class Where(Function):
     @staticmethod
     def symbolic(g, condition, a, b):
         return g.op("Where", [condition, a, b])
+
+
+# ---------------------------------------------------------------------------- comparisons
+def _compare_symbolic(g: Any, op_type: str, a: Any, b: Any) -> str:
+    """``op_type`` on ``a`` and ``b``, each cast first to the dtype NumPy compared them in (ONNX does not
+    promote; the order comparisons take no bool, so those compare bools as int8)."""
+    common = np.result_type(a.dtype, b.dtype)
+    if common == np.bool_ and op_type != "Equal":
+        common = np.dtype(np.int8)
+    to = g.onnx.helper.np_dtype_to_tensor_dtype(common)
+    a, b = (x if x.dtype == common else g.op("Cast", [x], to=to) for x in (a, b))
+    return g.op(op_type, [a, b])  # GreaterOrEqual and LessOrEqual need opset 12; an export writes 13 or later
+
+
+class Equal(Function):
+    """``a == b`` elementwise, broadcast: a bool result, recorded so that an export writes it (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a == b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return _compare_symbolic(g, "Equal", a, b)
+
+
+class NotEqual(Function):
+    """``a != b``, as ``Equal``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a != b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Not", [_compare_symbolic(g, "Equal", a, b)])
+
+
+class Less(Function):
+    """``a < b``, as ``Equal``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a < b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return _compare_symbolic(g, "Less", a, b)
+
+
+class LessEqual(Function):
+    """``a <= b``, as ``Equal``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a <= b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return _compare_symbolic(g, "LessOrEqual", a, b)
+
+
+class Greater(Function):
+    """``a > b``, as ``Equal``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a > b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return _compare_symbolic(g, "Greater", a, b)
+
+
+class GreaterEqual(Function):
+    """``a >= b``, as ``Equal``."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a >= b
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return _compare_symbolic(g, "GreaterOrEqual", a, b)
 
 
 def where(condition: Any, x: Any, y: Any) -> Tensor:
