@@ -140,6 +140,8 @@ OPS: list[OpCase] = [
       torch=lambda t: t.nn.Conv2d(4, 6, 3, groups=2, padding="same")),
     C("conv2d_depthwise", lambda d: gpucnn.Conv2d(3, 3, 3, groups=3, padding=1, dtype=d), ((2, 3, 5, 4),),
       torch=lambda t: t.nn.Conv2d(3, 3, 3, groups=3, padding=1)),
+    C("conv2d_depthwise_multiplier", lambda d: gpucnn.Conv2d(3, 6, 3, groups=3, padding=1, dtype=d), ((2, 3, 5, 4),),
+      torch=lambda t: t.nn.Conv2d(3, 6, 3, groups=3, padding=1)),
     C("conv2d_full", lambda d: gpucnn.Conv2d(1, 2, 2, padding="full", dtype=d), ((2, 1, 4, 3),)),
     C("conv2d_no_bias", lambda d: gpucnn.Conv2d(2, 2, 3, bias=False, dtype=d), ((2, 2, 4, 4),),
       torch=lambda t: t.nn.Conv2d(2, 2, 3, bias=False)),

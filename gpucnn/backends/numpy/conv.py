@@ -5,6 +5,8 @@ Two layouts, each over the batch in chunks whose im2col matrix is built just bef
   and the fused conv + ReLU + max-pool op run on;
 - images as (C, m, H, W), for wider networks: conv_cnhw.py, which ``Convolution``'s plain
   convolutions hand over to when ``CnhwConvolution.mode`` names a path.
+Depthwise convolutions (groups == C > 1) take neither: depthwise.py's per-tap path (all four
+convolution entry points, and the fused op, which then composes its three ops).
 ``Convolution`` is a part of ``NumpyBackend`` (threads.BatchHalves runs it whole, or two of them on
 a batch's halves); it holds a scratch pool, the im2col matrices training forwards keep, the (C, N,
 H, W) paths, and the pooling part its fused op falls back on where the pooling windows overlap.
@@ -18,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 from ...shapes import conv_output_hw, pool_output_hw
 from ..contract import ConvPoolState, Padding, Pair
 from .conv_cnhw import CnhwConvolution
+from .depthwise import depthwise_backward, depthwise_forward, depthwise_input_grad, depthwise_weight_grad, is_depthwise
 from .pooling import Pooling
 from .products import filter_product, products_over_long_axis
 from .scratch import KeptForBackward, ScratchPool, collecting
@@ -63,6 +66,9 @@ class Convolution:
     #: the input gradient's products are formed in blocks of about this size where larger (see
     #: _col2im_products)
     col2im_block_bytes = 4 << 20
+    #: depthwise convolutions (groups == C > 1, one input channel per group) take the per-tap path of
+    #: depthwise.py rather than im2col per group (False: im2col, as tests compare against)
+    depthwise_conv = True
 
     def __init__(self, scratch: ScratchPool, pooling: Pooling) -> None:
         self._scratch = scratch
@@ -92,6 +98,9 @@ class Convolution:
         False: a batch half then runs the paths its whole would."""
         for mine, theirs in ((self, other), (self._cnhw, other._cnhw)):
             vars(mine).update({k: v for k, v in vars(theirs).items() if not k.startswith("_")})
+
+    def _depthwise(self, x_shape, w_shape, padding, groups) -> bool:
+        return self.depthwise_conv and is_depthwise(x_shape, w_shape, padding, groups)
 
     def _columns(self, x, kh, kw, stride, padding, dilation, oh, ow, keep=False, reuse=False):
         """Yields x's im2col matrix for each batch chunk as (start, stop, cols), one chunk at a time
@@ -124,6 +133,8 @@ class Convolution:
     # x: (N, C, H, W), w: (K, C/G, KH, KW) -> y: (N, K, OH, OW)
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Pair, padding: Padding,
                        dilation: Pair, groups: int, relu: bool = False, keep_for_backward: bool = False) -> np.ndarray:
+        if self._depthwise(x.shape, w.shape, padding, groups):
+            return depthwise_forward(x, w, b, stride, padding, dilation, relu)
         n = x.shape[0]
         k, _, kh, kw = w.shape
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
@@ -143,6 +154,8 @@ class Convolution:
     def conv2d_backward(self, dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: Pair, padding: Padding,
                         dilation: Pair, groups: int,
                         need_input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        if self._depthwise(x.shape, w.shape, padding, groups):
+            return depthwise_backward(dy, x, w, stride, padding, dilation, need_input_grad)
         kh, kw = w.shape[2:]
         oh, ow = dy.shape[2:]
         mode = self._cnhw.mode(x.shape, w.shape, stride, padding, groups, oh, ow)
@@ -199,6 +212,8 @@ class Convolution:
                           padding: Padding, dilation: Pair, groups: int) -> np.ndarray:
         """conv2d_backward's input gradient on its batch-innermost path, without the columns of x
         (the (C, N, H, W) paths of conv_cnhw.py compute it only beside the weight gradient)."""
+        if self._depthwise(x_shape, w.shape, padding, groups):
+            return depthwise_input_grad(dy, w, x_shape, stride, padding, dilation)
         n, k = x_shape[0], w.shape[0]
         out_hw = dy.shape[2:]
         dx = np.empty(tuple(x_shape), dtype=w.dtype)
@@ -215,6 +230,8 @@ class Convolution:
                            padding: Padding, dilation: Pair, groups: int) -> tuple[np.ndarray, np.ndarray]:
         """conv2d_backward's (dw, db) without the input gradient: that very call, whose weight-gradient
         paths read only the filters' shape and dtype (an unfilled stand-in of w_shape serves)."""
+        if self._depthwise(x.shape, w_shape, padding, groups):
+            return depthwise_weight_grad(dy, x, w_shape, stride, padding, dilation)
         stand_in = np.empty(tuple(w_shape), dtype=x.dtype)
         _, dw, db = self.conv2d_backward(dy, x, stand_in, stride, padding, dilation, groups, need_input_grad=False)
         return dw, db
@@ -274,7 +291,8 @@ class Convolution:
         k, _, kh, kw = w.shape
         oh, ow = conv_output_hw(x.shape, w.shape, stride, padding, dilation)
         ph, pw = pool_output_hw((oh, ow), kernel, pool_stride, pool_padding, ceil_mode)
-        if not windows_tile(kernel, pool_stride, pool_padding, (oh, ow), (ph, pw)):
+        if (self._depthwise(x.shape, w.shape, padding, groups)
+                or not windows_tile(kernel, pool_stride, pool_padding, (oh, ow), (ph, pw))):
             return self._composed_forward(x, w, b, stride, padding, dilation, groups, kernel, pool_stride,
                                           pool_padding, ceil_mode, keep_for_backward)
         # Each chunk is pooled while its convolution is in cache, in the columns' batch-innermost
