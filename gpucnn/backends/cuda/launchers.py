@@ -111,42 +111,15 @@ class CudaBackend(Launcher, Backend):
 
     # dy: (N, K, OH, OW) -> dx: (N, C, H, W), dw: (K, C/G, KH, KW), db: (K,)
     def conv2d_backward(self, dy, x, w, stride, padding, dilation, groups, need_input_grad=True):
+        # the weight and bias gradient first, then the input gradient: the launches of the two ops below
         x = self._input(x, "conv2d_backward x")
-        dy = self._input(dy, "conv2d_backward dy", x.dtype)
         w = self._input(w, "conv2d_backward w", x.dtype)
-        n, c, h, wd = x.shape
-        k, cg, kh, kw = w.shape
-        oh, ow = dy.shape[2:]
-        geometry = self._geometry(x.shape, w.shape, (oh, ow), stride, padding, dilation, groups)
-        arrays = (x, dy, w)
-        variants = conv2d_variants(w.shape, groups)
-
-        # weight and bias gradient: (K, taps + 1) per pixel split (the last column sums dy: db), enough
-        # splits to fill the device, then an ordered sum of the splits
-        variant = variants["backward_weight"]
-        threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
-        pixels, taps = n * oh * ow, cg * kh * kw
-        splits, per_split = weight_grad_splits(pixels, taps, k // groups, groups, variant,
-                                               self.device.multiprocessor_count)
-        partial = self.device.empty((splits, k, taps + 1), x.dtype)
-        grid = (_blocks(taps + 1, cols), _blocks(k // groups, rows), groups * splits)
-        self._launch("conv2d", "conv2d_backward_weight", grid, (threads,),
-                     [dy, x, partial, *geometry, _Index(per_split)], x.dtype, arrays + (partial,))
-        dw = self.device.empty(w.shape, x.dtype)
-        db = self.device.empty((k,), x.dtype)
-        reduce_grid = self._elementwise_grid(32 * k * (taps + 1))  # a warp per output
-        self._launch("conv2d", "conv2d_reduce_weight_partials", reduce_grid, (BLOCK,),
-                     [partial, dw, db, _Index(splits), _Index(k), _Index(taps)], x.dtype, arrays + (partial,))
+        dw, db = self.conv2d_weight_grad(dy, x, w.shape, stride, padding, dilation, groups)
         if not need_input_grad:
             return None, dw, db
-        dx = self.device.empty(x.shape, x.dtype)
-        threads, rows, cols = CONV_LAUNCH["backward_input"][variants["backward_input"]]
-        grid = (_blocks(n * h * wd, rows), _blocks(cg, cols), groups)
-        self._launch("conv2d", "conv2d_backward_input", grid, (threads,), [dy, w, dx, *geometry], x.dtype,
-                     arrays + (dx,))
-        return dx, dw, db
+        return self.conv2d_input_grad(dy, w, x.shape, stride, padding, dilation, groups), dw, db
 
-    # dy: (N, K, OH, OW), w: (K, C/G, KH, KW) -> dx: x_shape (N, C, H, W); conv2d_backward's input launch alone
+    # dy: (N, K, OH, OW), w: (K, C/G, KH, KW) -> dx: x_shape (N, C, H, W); conv2d_backward's input launch
     def conv2d_input_grad(self, dy, w, x_shape, stride, padding, dilation, groups):
         dy = self._input(dy, "conv2d_input_grad dy")
         w = self._input(w, "conv2d_input_grad w", dy.dtype)
@@ -160,7 +133,7 @@ class CudaBackend(Launcher, Backend):
         return dx
 
     # dy: (N, K, OH, OW), x: (N, C, H, W) -> dw: w_shape (K, C/G, KH, KW), db: (K,); conv2d_backward's
-    # weight launches alone
+    # weight launches
     def conv2d_weight_grad(self, dy, x, w_shape, stride, padding, dilation, groups):
         x = self._input(x, "conv2d_weight_grad x")
         dy = self._input(dy, "conv2d_weight_grad dy", x.dtype)
@@ -169,6 +142,8 @@ class CudaBackend(Launcher, Backend):
         k, cg, kh, kw = w_shape
         oh, ow = dy.shape[2:]
         geometry = self._geometry(x.shape, w_shape, (oh, ow), stride, padding, dilation, groups)
+        # (K, taps + 1) per pixel split (the last column sums dy: db), enough splits to fill the device, then
+        # an ordered sum of the splits
         variant = conv2d_variants(w_shape, groups)["backward_weight"]
         threads, rows, cols = CONV_LAUNCH["backward_weight"][variant]
         pixels, taps = n * oh * ow, cg * kh * kw
