@@ -29,6 +29,15 @@ Padding = int | tuple[int, int] | str
 PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
+def _check_channels(in_channels: int, out_channels: int, groups: int, name: str) -> None:
+    """Conv2d's and ConvTranspose2d's channel counts: positive, and each a multiple of groups."""
+    for label, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        positive_int(value, label, name)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                         f"must both be divisible by groups ({groups})")
+
+
 class Conv2d(Module):
     """2-D convolution (cross-correlation, as in PyTorch).
 
@@ -47,11 +56,7 @@ class Conv2d(Module):
                  init: Any = DEFAULT_INIT, rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
         super().__init__()
         name = type(self).__name__
-        for label, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            positive_int(value, label, name)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+        _check_channels(in_channels, out_channels, groups, name)
         if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
                              f"got {padding_mode!r}")
@@ -210,11 +215,7 @@ class ConvTranspose2d(Module):
                  rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
         super().__init__()
         name = type(self).__name__
-        for label, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            positive_int(value, label, name)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+        _check_channels(in_channels, out_channels, groups, name)
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode 'zeros' is supported, got {padding_mode!r}")
         self.padding_mode = padding_mode

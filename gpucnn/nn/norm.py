@@ -16,6 +16,27 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm2d", "LayerNo
            "SyncBatchNorm"]
 
 
+def _per_channel_state(layer: Module, name: str, num_features: int, eps: float, momentum: float | None,
+                       affine: bool, track_running_stats: bool, dtype: Any) -> None:
+    """BatchNorm's and InstanceNorm2d's state, PyTorch's names: weight and bias per channel (``affine``) and
+    the running statistics with num_batches_tracked (``track_running_stats``)."""
+    dtype = as_float_dtype(dtype, name)
+    positive_int(num_features, "num_features", name)
+    layer.num_features, layer.eps, layer.momentum = num_features, float(eps), momentum
+    layer.affine, layer.track_running_stats = affine, track_running_stats
+    layer.weight = new_parameter(layer, np.ones(num_features), dtype) if affine else None
+    layer.bias = new_parameter(layer, np.zeros(num_features), dtype) if affine else None
+    if track_running_stats:
+        layer.register_buffer("running_mean", layer.backend.asarray(np.zeros(num_features), dtype=dtype))
+        layer.register_buffer("running_var", layer.backend.asarray(np.ones(num_features), dtype=dtype))
+        layer.register_buffer("num_batches_tracked", layer.backend.asarray(np.array(0, dtype=np.int64)))
+
+
+def _per_channel_repr(layer: Any) -> str:
+    return (f"{layer.num_features}, eps={layer.eps}, momentum={layer.momentum}, affine={layer.affine}, "
+            f"track_running_stats={layer.track_running_stats}")
+
+
 class _BatchNorm(Module):
     """PyTorch's BatchNorm: training normalises with the batch's biased variance and updates the
     running statistics with the unbiased one (``momentum=None``: a cumulative average), counting
@@ -27,21 +48,10 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype: Any = np.float32) -> None:
         super().__init__()
-        name = type(self).__name__
-        dtype = as_float_dtype(dtype, name)
-        positive_int(num_features, "num_features", name)
-        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None
-        self.bias = new_parameter(self, np.zeros(num_features), dtype) if affine else None
-        if track_running_stats:
-            self.register_buffer("running_mean", self.backend.asarray(np.zeros(num_features), dtype=dtype))
-            self.register_buffer("running_var", self.backend.asarray(np.ones(num_features), dtype=dtype))
-            self.register_buffer("num_batches_tracked", self.backend.asarray(np.array(0, dtype=np.int64)))
+        _per_channel_state(self, type(self).__name__, num_features, eps, momentum, affine, track_running_stats, dtype)
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+        return _per_channel_repr(self)
 
     def forward(self, x: Any) -> Any:
         if x.ndim not in self.expected_ndim:
@@ -179,20 +189,10 @@ class InstanceNorm2d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
                  track_running_stats: bool = False, dtype: Any = np.float32) -> None:
         super().__init__()
-        dtype = as_float_dtype(dtype, "InstanceNorm2d")
-        positive_int(num_features, "num_features", "InstanceNorm2d")
-        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = new_parameter(self, np.ones(num_features), dtype) if affine else None
-        self.bias = new_parameter(self, np.zeros(num_features), dtype) if affine else None
-        if track_running_stats:
-            self.register_buffer("running_mean", self.backend.asarray(np.zeros(num_features), dtype=dtype))
-            self.register_buffer("running_var", self.backend.asarray(np.ones(num_features), dtype=dtype))
-            self.register_buffer("num_batches_tracked", self.backend.asarray(np.array(0, dtype=np.int64)))
+        _per_channel_state(self, "InstanceNorm2d", num_features, eps, momentum, affine, track_running_stats, dtype)
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+        return _per_channel_repr(self)
 
     def forward(self, x: Any) -> Any:
         if x.ndim == 3:  # unbatched (C, H, W), as PyTorch takes it: a batch of one
